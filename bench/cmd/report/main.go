@@ -1,0 +1,324 @@
+// Command report turns the raw output of bench/run.sh into the markdown
+// results table: median req/s per peer over the interleaved rounds, the
+// ratios forkline is judged by, the parent's CPU time during the run, RSS of
+// the parent and of each worker, and the median startup time.
+//
+// Input, all in -raw DIR:
+//
+//	wrk.<peer>.<round>.txt   wrk --latency output of each measured run
+//	samples.tsv              tab-separated lines written by run.sh:
+//	  cpu     <peer> <round> <parent utime+stime delta, ms> <run wall time, ms>
+//	  rss     <peer> <round> <parent VmRSS kB> [<worker VmRSS kB>...]
+//	  startup <peer> <sample> <ms>
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// peer describes one server of the benchmark.
+type peer struct {
+	name, label string
+	baseline    string // name of the peer it is compared with; "" = none
+	single      bool   // one process: no parent/worker split
+}
+
+var peers = []peer{
+	{name: "nethttp", label: "net/http, 1 process", single: true},
+	{name: "forkline-nethttp", label: "forkline + net/http", baseline: "nethttp"},
+	{name: "fasthttp-prefork", label: "fasthttp/prefork (reuseport)"},
+	{name: "forkline-fasthttp", label: "forkline + fasthttp", baseline: "fasthttp-prefork"},
+	{name: "nginx", label: "nginx (reuseport), reference", baseline: "nethttp"},
+	{name: "node-cluster", label: "Node cluster (rr), reference", baseline: "nethttp"},
+}
+
+type result struct {
+	rps      map[int]float64 // by round
+	p99      []float64       // ms
+	errors   int
+	cpuMS    []float64
+	cpuPct   []float64
+	rssPar   []float64 // kB
+	rssWork  [][]float64
+	startups []float64 // ms
+}
+
+func main() {
+	raw := flag.String("raw", "", "directory with wrk.*.txt and samples.tsv")
+	flag.Parse()
+	if *raw == "" {
+		fmt.Fprintln(os.Stderr, "usage: report -raw DIR")
+		os.Exit(2)
+	}
+	res, err := load(*raw)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	write(os.Stdout, res)
+}
+
+func load(dir string) (map[string]*result, error) {
+	res := make(map[string]*result)
+	get := func(name string) *result {
+		r := res[name]
+		if r == nil {
+			r = &result{rps: make(map[int]float64)}
+			res[name] = r
+		}
+		return r
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "wrk.*.txt"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		parts := strings.Split(strings.TrimSuffix(filepath.Base(f), ".txt"), ".")
+		if len(parts) != 3 {
+			continue
+		}
+		round, err := strconv.Atoi(parts[2])
+		if err != nil {
+			return nil, fmt.Errorf("%s: bad round: %w", f, err)
+		}
+		w, err := parseWrk(f)
+		if err != nil {
+			return nil, err
+		}
+		r := get(parts[1])
+		r.rps[round] = w.rps
+		r.p99 = append(r.p99, w.p99)
+		r.errors += w.errors
+	}
+
+	f, err := os.Open(filepath.Join(dir, "samples.tsv"))
+	if errors.Is(err, os.ErrNotExist) {
+		return res, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if len(fields) < 4 {
+			return nil, fmt.Errorf("samples.tsv:%d: too few fields", line)
+		}
+		nums := make([]float64, 0, len(fields)-3)
+		for _, s := range fields[3:] {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				return nil, fmt.Errorf("samples.tsv:%d: %w", line, err)
+			}
+			nums = append(nums, v)
+		}
+		r := get(fields[1])
+		switch fields[0] {
+		case "cpu":
+			if len(nums) != 2 || nums[1] <= 0 {
+				return nil, fmt.Errorf("samples.tsv:%d: cpu wants <ms> <run ms>", line)
+			}
+			r.cpuMS = append(r.cpuMS, nums[0])
+			r.cpuPct = append(r.cpuPct, 100*nums[0]/nums[1])
+		case "rss":
+			r.rssPar = append(r.rssPar, nums[0])
+			r.rssWork = append(r.rssWork, nums[1:])
+		case "startup":
+			r.startups = append(r.startups, nums[0])
+		default:
+			return nil, fmt.Errorf("samples.tsv:%d: unknown kind %q", line, fields[0])
+		}
+	}
+	return res, sc.Err()
+}
+
+type wrkOut struct {
+	rps    float64
+	p99    float64 // ms
+	errors int
+}
+
+var (
+	reRPS    = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	reP99    = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)\s*$`)
+	reSocket = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	reNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+)
+
+func parseWrk(path string) (wrkOut, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return wrkOut{}, err
+	}
+	var w wrkOut
+	m := reRPS.FindSubmatch(b)
+	if m == nil {
+		return w, fmt.Errorf("%s: no Requests/sec line", path)
+	}
+	w.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := reP99.FindSubmatch(b); m != nil {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		d, _ := time.ParseDuration(fmt.Sprint(v) + string(m[2]))
+		w.p99 = float64(d) / float64(time.Millisecond)
+	}
+	if m := reSocket.FindSubmatch(b); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.Atoi(string(s))
+			w.errors += n
+		}
+	}
+	if m := reNon2xx.FindSubmatch(b); m != nil {
+		n, _ := strconv.Atoi(string(m[1]))
+		w.errors += n
+	}
+	return w, nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func values(m map[int]float64) []float64 {
+	out := make([]float64, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// roundRatios returns a/b for each round both have, in round order.
+func roundRatios(a, b *result) []float64 {
+	var rounds []int
+	for r := range a.rps {
+		if _, ok := b.rps[r]; ok && b.rps[r] > 0 {
+			rounds = append(rounds, r)
+		}
+	}
+	slices.Sort(rounds)
+	out := make([]float64, 0, len(rounds))
+	for _, r := range rounds {
+		out = append(out, a.rps[r]/b.rps[r])
+	}
+	return out
+}
+
+func labelOf(name string) string {
+	for _, p := range peers {
+		if p.name == name {
+			return p.label
+		}
+	}
+	return name
+}
+
+func mb(kb float64) string { return fmt.Sprintf("%.1f", kb/1024) }
+
+func write(w io.Writer, res map[string]*result) {
+	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
+	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|")
+	for _, p := range peers {
+		r := res[p.name]
+		if r == nil {
+			continue
+		}
+		rps := median(values(r.rps))
+		ratio := "—"
+		if b := res[p.baseline]; b != nil && len(b.rps) > 0 {
+			ratio = fmt.Sprintf("%.3f × %s", rps/median(values(b.rps)), labelOf(p.baseline))
+		}
+		cpu, rssPar, rssWork := "—", "—", "—"
+		if p.single {
+			cpu = "n/a (serves itself)"
+			if len(r.rssPar) > 0 {
+				rssWork = mb(median(r.rssPar)) + " (the one process)"
+			}
+		} else {
+			if len(r.cpuMS) > 0 {
+				cpu = fmt.Sprintf("%.0f ms (%.2f%%)", median(r.cpuMS), median(r.cpuPct))
+			}
+			if len(r.rssPar) > 0 {
+				rssPar = mb(median(r.rssPar))
+				rssWork = workersRSS(r.rssWork)
+			}
+		}
+		startup := "—"
+		if len(r.startups) > 0 {
+			startup = fmt.Sprintf("%.1f (n=%d, %.1f–%.1f)", median(r.startups), len(r.startups), slices.Min(r.startups), slices.Max(r.startups))
+		}
+		rpsCell, p99 := "—", "—"
+		if len(r.rps) > 0 {
+			rpsCell = fmt.Sprintf("%.0f", rps)
+			p99 = fmt.Sprintf("%.2f ms", median(r.p99))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n",
+			p.label, rpsCell, ratio, p99, r.errors, cpu, rssPar, rssWork, startup)
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Ratios (median over rounds of req/s; per-round ratios of the interleaved runs in brackets):")
+	fmt.Fprintln(w)
+	for _, p := range peers {
+		if !strings.HasPrefix(p.name, "forkline-") {
+			continue
+		}
+		a, b := res[p.name], res[p.baseline]
+		if a == nil || b == nil || len(a.rps) == 0 || len(b.rps) == 0 {
+			continue
+		}
+		per := roundRatios(a, b)
+		strs := make([]string, len(per))
+		for i, v := range per {
+			strs[i] = fmt.Sprintf("%.3f", v)
+		}
+		fmt.Fprintf(w, "- %s vs %s: **%.3f** [%s]\n", labelOf(p.name), labelOf(p.baseline),
+			median(values(a.rps))/median(values(b.rps)), strings.Join(strs, ", "))
+	}
+}
+
+// workersRSS is the per-worker median RSS, workers sorted by size in each
+// round so that "smallest" and "largest" line up across rounds.
+func workersRSS(rounds [][]float64) string {
+	width := 0
+	for _, ws := range rounds {
+		width = max(width, len(ws))
+	}
+	if width == 0 {
+		return "—"
+	}
+	cols := make([][]float64, width)
+	for _, ws := range rounds {
+		s := slices.Clone(ws)
+		slices.Sort(s)
+		for i, v := range s {
+			cols[i] = append(cols[i], v)
+		}
+	}
+	parts := make([]string, width)
+	for i, c := range cols {
+		parts[i] = mb(median(c))
+	}
+	return strings.Join(parts, " + ")
+}

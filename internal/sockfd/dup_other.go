@@ -1,0 +1,17 @@
+//go:build !unix
+
+package sockfd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+)
+
+// Dup is not available on this platform: the error satisfies
+// errors.Is(err, errors.ErrUnsupported).
+func Dup(c syscall.Conn) (*os.File, error) {
+	return nil, fmt.Errorf("sockfd: duplicating descriptors on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+}

@@ -1,0 +1,13 @@
+// Package sockfd duplicates the descriptor of a socket without the blocking
+// trap of File.
+//
+// [net.TCPListener.File] and [net.TCPConn.File] return a duplicate whose Fd
+// method switches the open file description to blocking mode, and that
+// switch is visible through every descriptor that shares the description,
+// including the live listener: its Accept then ties up an OS thread, and
+// Close no longer interrupts it. os/exec calls Fd on every file in
+// Cmd.ExtraFiles, so passing such a file to a child is enough to trigger it.
+// [Dup] duplicates the descriptor with fcntl(F_DUPFD_CLOEXEC) inside
+// SyscallConn().Control instead, and wraps it with [os.NewFile], whose Fd
+// leaves the mode alone.
+package sockfd

@@ -1,0 +1,41 @@
+//go:build !unix
+
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// errUnsupported is returned where there are no unix sockets to pass
+// descriptors over.
+var errUnsupported = fmt.Errorf("wire: %w on this platform", errors.ErrUnsupported)
+
+// Pair returns an error wrapping errors.ErrUnsupported on this platform.
+func Pair() (a, b *os.File, err error) { return nil, nil, errUnsupported }
+
+// Conn is one end of a framed channel. On this platform none can be made.
+type Conn struct{}
+
+// NewConn closes f and returns an error wrapping errors.ErrUnsupported on
+// this platform.
+func NewConn(f *os.File, opts Options) (*Conn, error) {
+	if f != nil {
+		f.Close()
+	}
+	return nil, errUnsupported
+}
+
+// Send returns an error wrapping ErrClosed.
+func (c *Conn) Send(f *Frame) error { return fmt.Errorf("%w: %w", ErrClosed, errUnsupported) }
+
+// SendWait returns an error wrapping ErrClosed.
+func (c *Conn) SendWait(ctx context.Context, f *Frame) error { return c.Send(f) }
+
+// Recv returns an error wrapping ErrClosed.
+func (c *Conn) Recv() (Frame, error) { return Frame{}, fmt.Errorf("%w: %w", ErrClosed, errUnsupported) }
+
+// Close does nothing.
+func (c *Conn) Close() error { return nil }

@@ -1,0 +1,132 @@
+package prefork
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+)
+
+// Defaults for the zero values of [Config].
+const (
+	DefaultAddr         = ":8080"
+	DefaultNetwork      = "tcp"
+	DefaultStopTimeout  = 10 * time.Second
+	DefaultReadyTimeout = 30 * time.Second
+)
+
+// Mode says how workers get their listening socket.
+type Mode int
+
+const (
+	// ModeAuto picks ModeReusePort where the kernel balances SO_REUSEPORT
+	// sockets (reuseport.Supported) and ModeInherit elsewhere.
+	ModeAuto Mode = iota
+	// ModeReusePort gives every worker slot its own SO_REUSEPORT socket on
+	// the same address: the kernel spreads connections across them.
+	ModeReusePort
+	// ModeInherit binds one socket and hands it to every worker, which all
+	// accept from the same queue. Spread is uneven, but it works everywhere.
+	ModeInherit
+)
+
+var modeNames = [...]string{ModeAuto: "auto", ModeReusePort: "reuseport", ModeInherit: "inherit"}
+
+// String returns "auto", "reuseport" or "inherit".
+func (m Mode) String() string {
+	if m >= 0 && int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// MarshalText implements [encoding.TextMarshaler].
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText implements [encoding.TextUnmarshaler], so a Mode can be a
+// flag: flag.TextVar(&cfg.Mode, "mode", prefork.ModeAuto, "auto, reuseport or inherit").
+func (m *Mode) UnmarshalText(text []byte) error {
+	for i, name := range modeNames {
+		if string(text) == name {
+			*m = Mode(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("prefork: unknown mode %q (want auto, reuseport or inherit)", text)
+}
+
+// Config says how to run a cluster. The zero value is useful: every field
+// has a default, documented on the field.
+type Config struct {
+	// Addr is the TCP address to serve on. Empty means ":$PORT" when the
+	// PORT environment variable is set, and DefaultAddr (":8080") otherwise.
+	// Port 0 picks a free port once; every worker serves on that port.
+	Addr string
+
+	// Network is "tcp" (default), "tcp4" or "tcp6".
+	Network string
+
+	// Workers is the number of worker processes. Zero means runtime.NumCPU().
+	// Each worker runs with GOMAXPROCS = NumCPU / Workers (at least 1)
+	// unless the GOMAXPROCS environment variable is set.
+	Workers int
+
+	// Mode chooses between per-worker SO_REUSEPORT sockets and one socket
+	// inherited by every worker. ModeAuto (the zero value) picks the first
+	// where the platform really balances it.
+	Mode Mode
+
+	// StopTimeout bounds a graceful stop: a draining worker that has not
+	// exited within it is killed. Zero means DefaultStopTimeout.
+	StopTimeout time.Duration
+
+	// ReadyTimeout is how long a new worker has to become ready (to start
+	// serving): at start, after a crash, and in a reload. A worker that is
+	// not ready in time is killed and counts as a failed start. Zero means
+	// DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+
+	// Logger receives the cluster's log records, with the keys worker,
+	// pid, gen, signal and err. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// normalized returns c with every zero field replaced by its default.
+func (c Config) normalized() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+		if port := os.Getenv("PORT"); port != "" {
+			c.Addr = ":" + port
+		}
+	}
+	if c.Network == "" {
+		c.Network = DefaultNetwork
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// check reports a configuration the cluster cannot run with.
+func (c Config) check() error {
+	switch c.Network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return fmt.Errorf("prefork: unsupported network %q (want tcp, tcp4 or tcp6)", c.Network)
+	}
+	if c.Mode < ModeAuto || c.Mode > ModeInherit {
+		return fmt.Errorf("prefork: unknown mode %v", c.Mode)
+	}
+	return nil
+}
