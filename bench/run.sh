@@ -12,12 +12,14 @@
 #   nginx              worker_processes 2, listen ... reuseport     — reference
 #   node-cluster       Node's cluster module (bench/peers/node-cluster.js) — reference
 #
-# Rounds are interleaved (round 1: every peer, round 2: every peer, ...) so
-# that drift in a noisy machine's load hits every peer alike; the table shows
-# the median per peer. For each multi-process peer it also samples the
+# Rounds are interleaved (round 1: every peer, round 2: every peer in reverse
+# order, ...) so that drift in a noisy machine's load hits every peer alike;
+# the table shows the median per peer. For each multi-process peer it also samples the
 # parent's CPU time (utime+stime from /proc/<pid>/stat) over the measured run,
 # which for forkline should be ~0 because the parent is not in the request
-# path, and the VmRSS of the parent and of each worker right after the run.
+# path, the CPU time of the workers per request served (less sensitive to a
+# noisy machine than req/s), and the VmRSS of the parent and of each worker
+# right after the run.
 # Then it measures startup: exec until 2 distinct worker pids have answered
 # on fresh connections (bench/cmd/startup), STARTUP_N times, interleaved too.
 #
@@ -115,6 +117,9 @@ stop_group() {
 		for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
 	fi
 	wait "$pid" 2>/dev/null || true
+	local left=() p
+	for p in "${started[@]}"; do [[ $p == "$pid" ]] || left+=("$p"); done
+	started=("${left[@]}")
 }
 
 cleanup() {
@@ -163,7 +168,7 @@ nginx_conf() { # dir port: writes dir/nginx.conf
 		    server {
 		        listen 127.0.0.1:$port reuseport;
 		        default_type text/plain;
-		        location / { return 200 "Hello from worker=0 pid=\$pid gen=0"; }
+		        location / { return 200 "Hello from worker=0 pid=\$pid gen=0\n"; }
 		    }
 		}
 	EOF
@@ -210,6 +215,11 @@ cpu_ms() { # utime+stime of pid $1 in ms
 	f=$(sed 's/^.*) //' "/proc/$1/stat")
 	awk -v hz="$(getconf CLK_TCK)" '{ print ($12 + $13) * 1000 / hz }' <<<"$f"
 }
+sum_cpu_ms() { # utime+stime of all pids, in ms
+	local p t=0
+	for p; do t=$(awk -v a="$t" -v b="$(cpu_ms "$p")" 'BEGIN { print a + b }'); done
+	echo "$t"
+}
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -221,8 +231,16 @@ if has_peer forkline-fasthttp; then (cd "$root/examples/fasthttp" && go build -o
 
 # ---- throughput ---------------------------------------------------------------
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+read -ra peer_list <<<"$PEERS"
+reversed=()
+for ((i = ${#peer_list[@]} - 1; i >= 0; i--)); do reversed+=("${peer_list[i]}"); done
 for ((round = 1; round <= ROUNDS; round++)); do
-	for name in $PEERS; do
+	# Odd rounds in PEERS order, even rounds reversed (A B B A): a peer and
+	# its baseline trade places, so a steady drift in the machine's load
+	# does not always favour the one that runs first.
+	order=("${peer_list[@]}")
+	((round % 2)) || order=("${reversed[@]}")
+	for name in "${order[@]}"; do
 		port=$(free_port)
 		plog=$logs/$name.log
 		start_peer "$name" "$port" "$plog"
@@ -238,15 +256,21 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		fi
 		url=http://127.0.0.1:$port/
 		wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
+		servers=("${workers[@]}")
+		((${#servers[@]})) || servers=("$pid")
+		w0=$(sum_cpu_ms "${servers[@]}")
 		c0=$(cpu_ms "$pid")
 		t0=$(now_ms)
 		wrk --latency -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "$url" >"$raw/wrk.$name.$round.txt"
 		t1=$(now_ms)
 		c1=$(cpu_ms "$pid")
+		w1=$(sum_cpu_ms "${servers[@]}")
 		rss=$(rss_kb "$pid")
 		for w in "${workers[@]}"; do rss+=" $(rss_kb "$w")"; done
 		printf 'cpu\t%s\t%d\t%s\t%d\n' "$name" "$round" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" $((t1 - t0)) >>"$samples"
+		printf 'wcpu\t%s\t%d\t%s\n' "$name" "$round" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" >>"$samples"
 		printf 'rss\t%s\t%d\t%s\n' "$name" "$round" "${rss// /$'\t'}" >>"$samples"
+		printf 'load\t%s\t%d\t%s\n' "$name" "$round" "$(cut -d' ' -f1 /proc/loadavg)" >>"$samples"
 		log "round $round/$ROUNDS $name: $(awk '/^Requests\/sec/ { print $2 }' "$raw/wrk.$name.$round.txt") req/s, parent cpu $(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }') ms"
 		if [[ $name == forkline-* ]] && ! grep -q 'msg="cluster ready"' "$plog"; then
 			log "warning: $name never logged msg=\"cluster ready\""
@@ -281,7 +305,7 @@ fasthttp_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala
 	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "- Command: \`$invocation\`"
 	echo "- Kernel: \`$(uname -r)\`, CPUs (nproc): $(nproc), $(go version | cut -d' ' -f3-), node $(command -v node >/dev/null && node --version || echo -), $(nginx -v 2>&1 | sed 's/^nginx version: //'), fasthttp $fasthttp_version, forkline mode $FORKLINE_MODE"
-	echo "- Load: \`wrk --latency -t$THREADS -c$CONNS -d${DURATION}s http://127.0.0.1:<port>/\` after a ${WARMUP}s warm-up that is discarded; $ROUNDS interleaved rounds, a fresh server process per run; 2 workers per peer; wrk and the servers share the same $(nproc) CPUs"
+	echo "- Load: \`wrk --latency -t$THREADS -c$CONNS -d${DURATION}s http://127.0.0.1:<port>/\` after a ${WARMUP}s warm-up that is discarded; $ROUNDS interleaved rounds (even rounds in reverse order), a fresh server process per run; 2 workers per peer; wrk and the servers share the same $(nproc) CPUs"
 	echo "- Load average (1/5/15 min): before $load_before, after throughput $load_mid, after startup $load_after"
 	echo
 	echo "$table"
@@ -289,6 +313,7 @@ fasthttp_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala
 	echo "How to read it:"
 	echo
 	echo "- *parent CPU during run*: utime+stime of the parent/primary/master process (from \`/proc/<pid>/stat\`, 10 ms ticks) over the measured wrk run, and that as a share of the run's wall time. forkline's parent is not in the request path, so it should stay at ~0. Node's primary accepts every connection in its default round-robin mode, but wrk keeps its $CONNS connections open, so little shows here."
+	echo "- *worker CPU per request*: utime+stime of all workers (of the one process for net/http) over the measured run, divided by the requests wrk completed; less sensitive than req/s to CPU taken by other jobs on a shared machine (not immune: caches and SMT siblings are shared too)."
 	echo "- *RSS*: VmRSS right after the measured run, median over rounds; workers are listed smallest first."
 	echo "- *startup*: measured from outside by \`bench/cmd/startup\`, from just before exec until $WORKERS distinct worker pids have answered on fresh connections (1 pid for the single net/http process); $STARTUP_N samples per peer, interleaved."
 	echo "- fasthttp/prefork starts runtime.GOMAXPROCS(0) children; its peer sets the master's GOMAXPROCS to 2 with runtime.GOMAXPROCS (each child then runs with GOMAXPROCS=1, set by fasthttp/prefork). fasthttp/prefork passes no worker index, so its body says worker=0."

@@ -248,7 +248,7 @@ func rawDup(c syscall.Conn) (int, error) {
 	return fd, err
 }
 
-// workerBaseEnv is the parent's environment without any forkline variable
+// workerBaseEnv is the parent's environment without the worker variables
 // (a parent may itself have been started by a worker's code, or by hand),
 // and with GOMAXPROCS = CPUs / workers unless the user set GOMAXPROCS:
 // N workers each running one P per CPU were measured 2-13% slower than one
@@ -256,7 +256,8 @@ func rawDup(c syscall.Conn) (int, error) {
 func workerBaseEnv(workers int) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FORKLINE_") {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != envWorker && name != envGeneration && name != envParent {
 			env = append(env, kv)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -125,11 +126,12 @@ func runWorker(cfg Config, fn ServeFunc, stop <-chan stopReq) error {
 		<-readerDone
 	}()
 
-	if err := conn.Send(&wire.Frame{Type: wire.TypeReady, From: uint32(WorkerID()), Payload: []byte(ln.Addr().String())}); err != nil {
-		ln.Close()
-		return err
-	}
-	err = fn(ctx, ln)
+	// The worker is ready when its server first calls Accept: it is then
+	// serving, not merely started (Node's "online" vs "listening").
+	rl := &readyListener{TCPListener: ln, ready: func() {
+		conn.Send(&wire.Frame{Type: wire.TypeReady, From: uint32(WorkerID()), Payload: []byte(ln.Addr().String())})
+	}}
+	err = fn(ctx, rl)
 	ln.Close()
 	if err != nil && ctx.Err() == nil {
 		log.Error("worker failed", "err", err)
@@ -169,7 +171,7 @@ func openChannel() (*wire.Conn, error) {
 }
 
 // inheritedListener returns the slot socket the parent handed over.
-func inheritedListener() (net.Listener, error) {
+func inheritedListener() (*net.TCPListener, error) {
 	unix.CloseOnExec(fdListener)
 	f := os.NewFile(fdListener, "forkline-listener")
 	defer f.Close()
@@ -177,5 +179,29 @@ func inheritedListener() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prefork: worker listener: %w", err)
 	}
-	return ln, nil
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("prefork: worker listener is a %T, not TCP", ln)
+	}
+	return tl, nil
+}
+
+// readyListener is the worker's *net.TCPListener, which says the worker is
+// ready on the first call to Accept or AcceptTCP. Every other method is the
+// TCPListener's own.
+type readyListener struct {
+	*net.TCPListener
+	once  sync.Once
+	ready func()
+}
+
+func (l *readyListener) Accept() (net.Conn, error) {
+	l.once.Do(l.ready)
+	return l.TCPListener.Accept()
+}
+
+func (l *readyListener) AcceptTCP() (*net.TCPConn, error) {
+	l.once.Do(l.ready)
+	return l.TCPListener.AcceptTCP()
 }

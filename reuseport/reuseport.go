@@ -10,17 +10,21 @@
 // # Platforms
 //
 //   - Linux (3.9 and later): SO_REUSEPORT balances; each new connection is
-//     hashed on its 4-tuple to one socket of the group.
+//     hashed on its 4-tuple to one socket of the group. This holds as well
+//     for the Multipath TCP listeners that Go opens by default since 1.24.
+//     Every socket of a group must be bound by the same effective user ID,
+//     or bind fails with EADDRINUSE.
 //   - FreeBSD (12 and later): plain SO_REUSEPORT does not balance, so
 //     [Control] also sets SO_REUSEPORT_LB, which does.
-//   - darwin, OpenBSD, NetBSD, DragonFly, illumos and the other unix systems:
+//   - darwin, OpenBSD, NetBSD, DragonFly, AIX and the other unix systems:
 //     [Control] sets SO_REUSEADDR and SO_REUSEPORT and several sockets can
 //     bind the same address, but connections are not (or not knowingly)
 //     balanced, so [Supported] is false. DragonFly may in fact balance; it is
 //     reported false until someone tests it.
-//   - Windows, plan9, js/wasm, wasip1: [Control] fails with an error that
-//     satisfies errors.Is(err, errors.ErrUnsupported). Windows'
-//     SO_REUSEADDR means "steal the port", not "share it", and is not used.
+//   - Windows, Solaris, illumos, plan9, js/wasm, wasip1: [Control] fails
+//     with an error that satisfies errors.Is(err, errors.ErrUnsupported).
+//     Windows' SO_REUSEADDR means "steal the port", not "share it", and is
+//     not used.
 //
 // # Closing a listener
 //
@@ -36,17 +40,16 @@
 // # Composing with an existing ListenConfig
 //
 // [Control] has the signature of [net.ListenConfig.Control]. An application
-// with its own Control calls its own first and reuseport's last (see
-// [ExampleControl]): that way the application cannot switch SO_REUSEPORT off
-// again by accident, and a failure in its own options stops the listen before
-// the socket joins the group.
+// with its own Control calls its own first and reuseport's last, as the
+// example for Control shows: that way the application cannot switch
+// SO_REUSEPORT off again by accident, and a failure in its own options stops
+// the listen before the socket joins the group.
 package reuseport
 
 import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"syscall"
 )
 
@@ -61,17 +64,10 @@ import (
 //
 // Control is safe for concurrent use.
 func Control(network, address string, c syscall.RawConn) error {
-	err := control(network, address, c)
-	if err == nil {
-		return nil
+	if err := control(network, address, c); err != nil {
+		return fmt.Errorf("reuseport: %w", err)
 	}
-	// The unix implementation returns the bare errno of the setsockopt that
-	// failed; name the call. Anything else (an error from c.Control, or
-	// ErrUnsupported) is already descriptive.
-	if errno, ok := err.(syscall.Errno); ok {
-		err = os.NewSyscallError("setsockopt", errno)
-	}
-	return fmt.Errorf("reuseport: %w", err)
+	return nil
 }
 
 // Listen announces on the local network address with [Control] applied, like

@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -63,12 +62,18 @@ func TestSignalsMatchTable(t *testing.T) {
 	}
 }
 
+// otherSignal is a signal of no platform.
+type otherSignal struct{}
+
+func (otherSignal) String() string { return "other" }
+func (otherSignal) Signal()        {}
+
 func TestActionOfUnknown(t *testing.T) {
 	if got := ActionOf(nil); got != None {
 		t.Errorf("ActionOf(nil) = %v, want none", got)
 	}
-	if got := ActionOf(syscall.Signal(63)); got != None {
-		t.Errorf("ActionOf(63) = %v, want none", got)
+	if got := ActionOf(otherSignal{}); got != None {
+		t.Errorf("ActionOf(%v) = %v, want none", otherSignal{}, got)
 	}
 }
 

@@ -39,7 +39,7 @@ if (cluster.isPrimary) {
     if (stopping && Object.keys(cluster.workers).length === 0) process.exit(0);
   });
 } else {
-  const body = `Hello from worker=${cluster.worker.id} pid=${process.pid} gen=0`;
+  const body = `Hello from worker=${cluster.worker.id} pid=${process.pid} gen=0\n`;
   const server = http.createServer((req, res) => {
     res.writeHead(200, {
       'Content-Type': 'text/plain; charset=utf-8',

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"os"
@@ -38,37 +39,38 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	workers := flag.Int("workers", 0, "number of worker processes (0 = number of CPUs)")
-	mode := prefork.ModeAuto
-	flag.TextVar(&mode, "mode", prefork.ModeAuto, "listener mode: auto, reuseport or inherit")
-	stopTimeout := flag.Duration("stop-timeout", 0, "how long a draining worker may take (0 = prefork.DefaultStopTimeout)")
+	var cfg prefork.Config
+	flag.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to serve on")
+	flag.IntVar(&cfg.Workers, "workers", 0, "worker processes (0: one per CPU)")
+	flag.TextVar(&cfg.Mode, "mode", prefork.ModeAuto, "how workers get their socket: auto, reuseport or inherit")
+	flag.DurationVar(&cfg.StopTimeout, "stop-timeout", prefork.DefaultStopTimeout, "how long a draining worker may take before it is killed")
+	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", prefork.DefaultReadyTimeout, "how long a new worker may take to become ready (at start, after a crash, in a reload)")
+	verbose := flag.Bool("v", false, "log every worker event")
 	flag.Parse()
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg := prefork.Config{
-		Addr:        *addr,
-		Workers:     *workers,
-		Mode:        mode,
-		StopTimeout: *stopTimeout,
-		Logger:      logger,
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
 	}
-	drain := *stopTimeout
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	// The drain is bounded by the same timeout after which forkline kills the
+	// worker, so a worker with a stuck connection returns rather than dies.
+	drain := cfg.StopTimeout
 	if drain <= 0 {
 		drain = prefork.DefaultStopTimeout
 	}
-
-	if err := prefork.New(cfg).Serve(func(ctx context.Context, ln net.Listener) error {
+	err := prefork.New(cfg).Serve(func(ctx context.Context, ln net.Listener) error {
 		return serve(ctx, ln, drain)
-	}); err != nil {
-		logger.Error("forkline stopped", "err", err)
-		os.Exit(1)
+	})
+	if err != nil {
+		log.Fatal(err)
 	}
 }
 
 // serve runs in each worker. It serves ln until ctx is cancelled, then drains.
 func serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
-	body := fmt.Appendf(nil, "Hello from worker=%d pid=%d gen=%d",
+	body := fmt.Appendf(nil, "Hello from worker=%d pid=%d gen=%d\n",
 		prefork.WorkerID(), os.Getpid(), prefork.Generation())
 
 	srv := &fasthttp.Server{
@@ -77,10 +79,9 @@ func serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
 			rc.SetBody(body)
 		},
 		// While draining, answer with "Connection: close" so keep-alive
-		// clients move to another worker instead of waiting for an idle close.
+		// clients move to another worker. Idle keep-alive connections need no
+		// IdleTimeout to end a drain: ShutdownWithContext closes them.
 		CloseOnShutdown: true,
-		// Bound how long an idle keep-alive connection can hold up a drain.
-		IdleTimeout: 30 * time.Second,
 	}
 
 	served := make(chan error, 1)

@@ -24,8 +24,9 @@ const (
 	// closeFlushTimeout bounds how long Close waits for the queue to drain
 	// into a peer that does not read.
 	closeFlushTimeout = time.Second
-	// keepBufCap: the writer drops a batch buffer that grew beyond this, so
-	// one burst of large frames does not pin memory for the Conn's life.
+	// keepBufCap: the writer drops a batch buffer that grew beyond this when
+	// a batch uses little of it, so one burst does not pin memory for the
+	// Conn's life, while a sustained burst does not reallocate every batch.
 	keepBufCap = 256 << 10
 )
 
@@ -62,14 +63,15 @@ type Conn struct {
 	// Send side, guarded by mu. Frames are appended to buf; marks records
 	// where in buf a descriptor-carrying frame starts, and fds holds the
 	// duplicated descriptors in order. The writer swaps these out whole.
-	mu      sync.Mutex
-	buf     []byte
-	marks   []mark
-	fds     []int
-	queued  int           // bytes in buf plus bytes the writer is writing
-	err     error         // set once the Conn is closed for sending
-	closing bool          // Close called: writer drains and exits
-	space   chan struct{} // closed when queue room appears; nil if nobody waits
+	mu       sync.Mutex
+	buf      []byte
+	marks    []mark
+	fds      []int
+	queued   int           // bytes in buf plus bytes the writer is writing
+	err      error         // set once the Conn is closed for sending
+	closing  bool          // Close called: writer drains and exits
+	flushErr error         // why the writer gave up after Close was called
+	space    chan struct{} // closed when queue room appears; nil if nobody waits
 
 	wake chan struct{} // cap 1: the writer has work
 	done chan struct{} // closed when the writer has exited
@@ -257,12 +259,10 @@ func (c *Conn) writeLoop() {
 		c.mu.Lock()
 		c.queued -= len(buf)
 		if err != nil {
-			if c.closed.Load() {
-				err = fmt.Errorf("%w: flushing on close: %w", ErrClosed, err)
-			} else {
-				err = fmt.Errorf("%w: %w", ErrClosed, err)
+			if c.closing {
+				c.flushErr = err
 			}
-			c.err = err
+			c.err = fmt.Errorf("%w: %w", ErrClosed, err)
 			// Nothing more will be written; release what is queued.
 			closeFDs(c.fds)
 			c.buf, c.marks, c.fds, c.queued = nil, nil, nil, 0
@@ -275,7 +275,8 @@ func (c *Conn) writeLoop() {
 		if err != nil {
 			return
 		}
-		if cap(buf) > keepBufCap {
+		if cap(buf) > keepBufCap && len(buf) < cap(buf)/8 {
+			// The burst that grew it is over; let it go.
 			buf = nil
 		}
 	}
@@ -370,11 +371,14 @@ func (c *Conn) read(p []byte, fds *[]int) (int, error) {
 // to become readable.
 func (c *Conn) recvmsg(fd uintptr) bool {
 	for {
-		n, oobn, flags, _, err := unix.Recvmsg(int(fd), c.rp, c.oob, recvFlags)
-		if err == unix.EINTR {
+		// syscall, not x/sys/unix: unix.Recvmsg lets its sockaddr buffer
+		// escape, one allocation per call (x/sys v0.50.0), which would
+		// double the allocations of Recv; syscall.Recvmsg makes none.
+		n, oobn, flags, _, err := syscall.Recvmsg(int(fd), c.rp, c.oob, recvFlags)
+		if err == syscall.EINTR {
 			continue
 		}
-		if err == unix.EAGAIN {
+		if err == syscall.EAGAIN {
 			return false
 		}
 		if err != nil {
@@ -407,8 +411,8 @@ func parseRights(oob []byte, fds *[]int) error {
 }
 
 // Close flushes what is queued, giving up after one second if the peer does
-// not read, stops the writer goroutine and waits for it, and closes the
-// socket. Descriptors queued or received but not handed out are closed. A
+// not read (then the error wraps os.ErrDeadlineExceeded), stops the writer
+// goroutine and waits for it, and closes the socket. Descriptors queued or received but not handed out are closed. A
 // Recv blocked in another goroutine returns an error wrapping ErrClosed, and
 // so do later calls of every method. Close can safely be called multiple
 // times; later calls return the result of the first.
@@ -434,10 +438,15 @@ func (c *Conn) Close() error {
 		c.mu.Lock()
 		closeFDs(c.fds)
 		c.buf, c.marks, c.fds = nil, nil, nil
+		flushErr := c.flushErr
 		c.mu.Unlock()
 
 		// Closing the socket wakes a blocked Recv; then rmu is ours.
-		c.closeErr = c.uc.Close()
+		err := c.uc.Close()
+		if flushErr != nil {
+			err = fmt.Errorf("wire: close: queued frames not flushed: %w", flushErr)
+		}
+		c.closeErr = err
 		c.rmu.Lock()
 		c.dec.fail(ErrClosed)
 		c.rmu.Unlock()

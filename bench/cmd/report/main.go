@@ -8,8 +8,10 @@
 //	wrk.<peer>.<round>.txt   wrk --latency output of each measured run
 //	samples.tsv              tab-separated lines written by run.sh:
 //	  cpu     <peer> <round> <parent utime+stime delta, ms> <run wall time, ms>
+//	  wcpu    <peer> <round> <utime+stime delta of the workers (or the one process), ms>
 //	  rss     <peer> <round> <parent VmRSS kB> [<worker VmRSS kB>...]
 //	  startup <peer> <sample> <ms>
+//	  load    <peer> <round> <1-minute load average at the end of the run>
 package main
 
 import (
@@ -45,6 +47,8 @@ var peers = []peer{
 
 type result struct {
 	rps      map[int]float64 // by round
+	reqs     map[int]float64 // requests served in the run, by round
+	wcpu     map[int]float64 // workers' CPU ms, by round
 	p99      []float64       // ms
 	errors   int
 	cpuMS    []float64
@@ -52,6 +56,7 @@ type result struct {
 	rssPar   []float64 // kB
 	rssWork  [][]float64
 	startups []float64 // ms
+	load     []float64 // 1-minute load average at the end of each run
 }
 
 func main() {
@@ -74,7 +79,7 @@ func load(dir string) (map[string]*result, error) {
 	get := func(name string) *result {
 		r := res[name]
 		if r == nil {
-			r = &result{rps: make(map[int]float64)}
+			r = &result{rps: make(map[int]float64), reqs: make(map[int]float64), wcpu: make(map[int]float64)}
 			res[name] = r
 		}
 		return r
@@ -98,6 +103,7 @@ func load(dir string) (map[string]*result, error) {
 		}
 		r := get(parts[1])
 		r.rps[round] = w.rps
+		r.reqs[round] = w.requests
 		r.p99 = append(r.p99, w.p99)
 		r.errors += w.errors
 	}
@@ -135,11 +141,19 @@ func load(dir string) (map[string]*result, error) {
 			}
 			r.cpuMS = append(r.cpuMS, nums[0])
 			r.cpuPct = append(r.cpuPct, 100*nums[0]/nums[1])
+		case "wcpu":
+			round, err := strconv.Atoi(fields[2])
+			if err != nil {
+				return nil, fmt.Errorf("samples.tsv:%d: bad round: %w", line, err)
+			}
+			r.wcpu[round] = nums[0]
 		case "rss":
 			r.rssPar = append(r.rssPar, nums[0])
 			r.rssWork = append(r.rssWork, nums[1:])
 		case "startup":
 			r.startups = append(r.startups, nums[0])
+		case "load":
+			r.load = append(r.load, nums[0])
 		default:
 			return nil, fmt.Errorf("samples.tsv:%d: unknown kind %q", line, fields[0])
 		}
@@ -148,13 +162,15 @@ func load(dir string) (map[string]*result, error) {
 }
 
 type wrkOut struct {
-	rps    float64
-	p99    float64 // ms
-	errors int
+	rps      float64
+	requests float64
+	p99      float64 // ms
+	errors   int
 }
 
 var (
 	reRPS    = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	reReqs   = regexp.MustCompile(`(?m)^\s+(\d+) requests in `)
 	reP99    = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)\s*$`)
 	reSocket = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 	reNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
@@ -171,6 +187,9 @@ func parseWrk(path string) (wrkOut, error) {
 		return w, fmt.Errorf("%s: no Requests/sec line", path)
 	}
 	w.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := reReqs.FindSubmatch(b); m != nil {
+		w.requests, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
 	if m := reP99.FindSubmatch(b); m != nil {
 		v, _ := strconv.ParseFloat(string(m[1]), 64)
 		d, _ := time.ParseDuration(fmt.Sprint(v) + string(m[2]))
@@ -187,6 +206,18 @@ func parseWrk(path string) (wrkOut, error) {
 		w.errors += n
 	}
 	return w, nil
+}
+
+// cpuPerRequest returns, for each round, the workers' CPU time per request
+// in microseconds.
+func cpuPerRequest(r *result) []float64 {
+	var out []float64
+	for round, ms := range r.wcpu {
+		if n := r.reqs[round]; n > 0 {
+			out = append(out, ms*1000/n)
+		}
+	}
+	return out
 }
 
 func median(v []float64) float64 {
@@ -237,8 +268,8 @@ func labelOf(name string) string {
 func mb(kb float64) string { return fmt.Sprintf("%.1f", kb/1024) }
 
 func write(w io.Writer, res map[string]*result) {
-	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
-	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | worker CPU per request, median | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
+	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
 	for _, p := range peers {
 		r := res[p.name]
 		if r == nil {
@@ -273,8 +304,12 @@ func write(w io.Writer, res map[string]*result) {
 			rpsCell = fmt.Sprintf("%.0f", rps)
 			p99 = fmt.Sprintf("%.2f ms", median(r.p99))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s |\n",
-			p.label, rpsCell, ratio, p99, r.errors, cpu, rssPar, rssWork, startup)
+		perReq := "—"
+		if v := cpuPerRequest(r); len(v) > 0 {
+			perReq = fmt.Sprintf("%.1f µs", median(v))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n",
+			p.label, rpsCell, ratio, p99, r.errors, perReq, cpu, rssPar, rssWork, startup)
 	}
 
 	fmt.Fprintln(w)
@@ -295,6 +330,53 @@ func write(w io.Writer, res map[string]*result) {
 		}
 		fmt.Fprintf(w, "- %s vs %s: **%.3f** [%s]\n", labelOf(p.name), labelOf(p.baseline),
 			median(values(a.rps))/median(values(b.rps)), strings.Join(strs, ", "))
+	}
+
+	writeRounds(w, res)
+}
+
+// writeRounds prints every run's req/s, and the 1-minute load average at its
+// end, so that the noise behind the medians can be judged.
+func writeRounds(w io.Writer, res map[string]*result) {
+	nrounds := 0
+	for _, r := range res {
+		for round := range r.rps {
+			nrounds = max(nrounds, round)
+		}
+	}
+	if nrounds == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Every run (req/s; the 1-minute load average at the end of the run in brackets):")
+	fmt.Fprintln(w)
+	fmt.Fprint(w, "| Peer |")
+	for i := 1; i <= nrounds; i++ {
+		fmt.Fprintf(w, " round %d |", i)
+	}
+	fmt.Fprint(w, "\n|---|")
+	for i := 1; i <= nrounds; i++ {
+		fmt.Fprint(w, "--:|")
+	}
+	fmt.Fprintln(w)
+	for _, p := range peers {
+		r := res[p.name]
+		if r == nil || len(r.rps) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "| %s |", p.label)
+		for i := 1; i <= nrounds; i++ {
+			v, ok := r.rps[i]
+			switch {
+			case !ok:
+				fmt.Fprint(w, " — |")
+			case i-1 < len(r.load):
+				fmt.Fprintf(w, " %.0f (%.2f) |", v, r.load[i-1])
+			default:
+				fmt.Fprintf(w, " %.0f |", v)
+			}
+		}
+		fmt.Fprintln(w)
 	}
 }
 

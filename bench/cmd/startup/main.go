@@ -31,8 +31,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -67,6 +69,23 @@ func main() {
 	}
 	defer logf.Close()
 
+	// On SIGINT or SIGTERM, stop the process group being measured before
+	// exiting: Pdeathsig reaches only its leader, and not every server's
+	// workers follow their leader (nginx's do not).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		if pgid := int(current.Load()); pgid > 0 {
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			for i := 0; i < 200 && syscall.Kill(-pgid, 0) == nil; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+		os.Exit(130)
+	}()
+
 	for i := 0; i < *n; i++ {
 		a := *addr
 		if strings.HasSuffix(a, ":0") {
@@ -83,6 +102,9 @@ func main() {
 		fmt.Printf("%.1f\n", ms(d))
 	}
 }
+
+// current is the process group being measured, 0 if none.
+var current atomic.Int64
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -102,6 +124,8 @@ func sample(p prober, addr string, argv []string, logf *os.File, stopTimeout tim
 	if err := cmd.Start(); err != nil {
 		return 0, 0, err
 	}
+	current.Store(int64(cmd.Process.Pid))
+	defer current.Store(0)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 

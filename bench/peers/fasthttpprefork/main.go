@@ -37,12 +37,15 @@ func main() {
 		runtime.GOMAXPROCS(*workers)
 	}
 
-	body := fmt.Appendf(nil, "Hello from worker=0 pid=%d gen=0", os.Getpid())
+	body := fmt.Appendf(nil, "Hello from worker=0 pid=%d gen=0\n", os.Getpid())
 	srv := &fasthttp.Server{
 		Handler: func(rc *fasthttp.RequestCtx) {
 			rc.SetContentType("text/plain; charset=utf-8")
 			rc.SetBody(body)
 		},
+		// The same settings as examples/fasthttp, so that the two differ
+		// only in who runs the processes.
+		CloseOnShutdown: true,
 	}
 	p := prefork.New(srv)
 	p.Reuseport = true
