@@ -14,6 +14,9 @@ const (
 	DefaultNetwork      = "tcp"
 	DefaultStopTimeout  = 10 * time.Second
 	DefaultReadyTimeout = 30 * time.Second
+
+	DefaultHeartbeatInterval = time.Second
+	DefaultMaxMessageSize    = 1 << 20
 )
 
 // Mode says how workers get their listening socket.
@@ -87,6 +90,56 @@ type Config struct {
 	// DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 
+	// HeartbeatTimeout, when positive, turns on liveness checks: the
+	// parent probes each worker over its channel every HeartbeatInterval,
+	// and a worker that has not answered for HeartbeatTimeout (a stopped
+	// or wedged process) gets SIGTERM, then SIGKILL a second later, and is
+	// replaced on its slot's socket. Zero (the default) turns them off.
+	HeartbeatTimeout time.Duration
+
+	// HeartbeatInterval is the probe period when HeartbeatTimeout is set.
+	// Zero means DefaultHeartbeatInterval, or HeartbeatTimeout/2 if that
+	// is shorter.
+	HeartbeatInterval time.Duration
+
+	// MaxRequests, when positive, recycles a worker after it has served
+	// that many requests (Run) or connections (Serve), plus a random
+	// number in [0, MaxRequestsJitter] so that workers do not all recycle
+	// at once. The replacement is ready before the old worker drains, one
+	// slot at a time.
+	MaxRequests       int
+	MaxRequestsJitter int
+
+	// MaxMemory, when positive, recycles a worker whose resident memory
+	// (RSS) exceeds it, in bytes; the parent checks every second. Linux
+	// only: elsewhere Serve logs that it is not enforced.
+	MaxMemory int64
+
+	// MaxMessageSize bounds one message's payload, in bytes. Zero means
+	// DefaultMaxMessageSize (1 MiB). A larger message is refused with
+	// ErrTooLarge; a worker that sends a larger frame anyway is broken and
+	// is replaced.
+	MaxMessageSize int
+
+	// OnEvent, if set, is called for every lifecycle event of every worker
+	// (fork, online, listening, disconnect, exit), in order for each
+	// worker. It is called from the parent's goroutines and must not block
+	// for long: a slow OnEvent delays the supervision of that worker.
+	OnEvent func(Event)
+
+	// OnMessage, if set, is called for every message sent to this process
+	// (parent or worker) with Send, in order for each sender, from the
+	// goroutine that reads that sender's channel: while it runs, further
+	// messages from the same sender wait (and, past the queue's bound, the
+	// sender gets ErrQueueFull). Nil drops messages.
+	OnMessage func(*Message)
+
+	// OnRequest, if set, answers requests sent to this process with
+	// Request; each runs in a goroutine of its own. The returned bytes, or
+	// the error's text, go back to the requester. Nil answers every
+	// request with an error.
+	OnRequest func(*Message) ([]byte, error)
+
 	// Logger receives the cluster's log records, with the keys worker,
 	// pid, gen, signal and err. Nil means slog.Default().
 	Logger *slog.Logger
@@ -112,6 +165,12 @@ func (c Config) normalized() Config {
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = DefaultReadyTimeout
 	}
+	if c.HeartbeatTimeout > 0 && c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = min(DefaultHeartbeatInterval, c.HeartbeatTimeout/2)
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -127,6 +186,9 @@ func (c Config) check() error {
 	}
 	if c.Mode < ModeAuto || c.Mode > ModeInherit {
 		return fmt.Errorf("prefork: unknown mode %v", c.Mode)
+	}
+	if c.MaxRequestsJitter < 0 || c.MaxRequests < 0 || c.MaxMemory < 0 {
+		return fmt.Errorf("prefork: MaxRequests, MaxRequestsJitter and MaxMemory must not be negative")
 	}
 	return nil
 }

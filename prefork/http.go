@@ -17,6 +17,16 @@ import (
 // a request loop uses the grace at once, so most connections end cleanly.
 const maxIdleGrace = time.Second
 
+// parentGoneGrace bounds how long a worker whose parent died may take to
+// finish what it is doing: no worker outlives its parent by more than ~1 s.
+const parentGoneGrace = 500 * time.Millisecond
+
+// Causes of a worker's drain, as context.Cause of the ServeFunc's context.
+var (
+	errDrain      = errors.New("prefork: drain requested")
+	errParentGone = errors.New("prefork: parent process is gone")
+)
+
 // serveHTTP returns the ServeFunc behind Cluster.Run.
 //
 // http.Server.Shutdown alone was measured to fail connections that had been
@@ -29,10 +39,14 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 	return func(ctx context.Context, ln net.Listener) error {
 		var draining atomic.Bool
 		tr := &connTracker{conns: make(map[net.Conn]http.ConnState), changed: make(chan struct{}, 1)}
+		count := countRequests(ctx)
 		srv := &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if draining.Load() {
 					w.Header().Set("Connection", "close")
+				}
+				if count != nil {
+					count()
 				}
 				h.ServeHTTP(w, r)
 			}),

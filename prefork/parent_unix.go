@@ -3,6 +3,7 @@
 package prefork
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +39,13 @@ const (
 	stableAfter   = 10 * time.Second
 )
 
+// hungKillGrace is how long a worker that failed its heartbeat has between
+// SIGTERM and SIGKILL.
+const hungKillGrace = time.Second
+
+// memoryCheckInterval is how often MaxMemory is checked.
+const memoryCheckInterval = time.Second
+
 type workerState int
 
 const (
@@ -45,41 +55,56 @@ const (
 	stateDraining                    // asked to stop
 )
 
-// worker is the parent's record of one worker process. Only the supervisor
-// goroutine touches it, except the fields its watch goroutine sets before
-// publishing the exit.
+var stateNames = [...]string{"starting", "online", "listening", "draining"}
+
+// worker is the parent's record of one worker process. The supervisor
+// goroutine owns it; its reader and watch goroutines only set the fields
+// marked so, and publish them through channels.
 type worker struct {
-	id, gen int
-	cmd     *exec.Cmd
-	conn    *wire.Conn
-	state   workerState
-	started time.Time
-	readyAt time.Time
-	addr    string
-	failErr error       // the cause the worker reported (TypeFailed)
-	timer   *time.Timer // ready or stop deadline
-	asked   bool        // the parent asked it to stop
+	slot     *slot
+	id, gen  int
+	pid      int
+	restarts int
+	cmd      *exec.Cmd
+	conn     *wire.Conn
+	started  time.Time
+
+	state    workerState
+	readyAt  time.Time
+	failErr  error       // the cause the worker reported (TypeFailed)
+	timer    *time.Timer // ready or stop deadline
+	asked    bool        // the parent asked it to stop
+	hung     bool        // failed its heartbeat
+	recycled bool        // a recycle of it is queued or running
+
+	lastPong atomic.Int64 // unix nanoseconds; set by the reader goroutine
 
 	// set by watch before the worker is sent on supervisor.exits
 	waitErr error
 	recvErr error
 }
 
-func (w *worker) pid() int { return w.cmd.Process.Pid }
+func (w *worker) attrs(more ...any) []any {
+	return append([]any{"worker", w.id, "pid", w.pid, "gen", w.gen}, more...)
+}
 
-func (w *worker) attrs() []any {
-	return []any{"worker", w.id, "pid", w.pid(), "gen", w.gen}
+// info describes w in state, for events and snapshots.
+func (w *worker) info(state string) WorkerInfo {
+	return WorkerInfo{ID: w.id, PID: w.pid, Gen: w.gen, State: state, Started: w.started, Restarts: w.restarts}
 }
 
 // slot is one place for a worker: its id, the parent's copy of its socket,
 // and the worker serving in it.
 type slot struct {
 	id       int
-	fd       int     // the parent's descriptor of the slot's listening socket
-	cur      *worker // the serving generation's worker
-	next     *worker // the reload candidate
+	fd       int     // the slot's listening socket (the parent's copy)
+	own      bool    // fd is this slot's alone (reuseport mode)
+	cur      *worker // the serving worker
+	next     *worker // its successor while it starts (reload, recycle)
 	failures int     // consecutive failed starts or crashes
+	restarts int     // workers started in this slot after crashes
 	respawn  *time.Timer
+	removed  bool // scaled away
 }
 
 type frameEvent struct {
@@ -93,12 +118,14 @@ type supervisor struct {
 	exe  string
 	args []string
 	env  []string
+	mode Mode
+	addr string // the resolved address: port 0 is bound once
 
-	slots   []*slot
-	fds     []int // every listening descriptor the parent holds (inherit mode: one)
-	workers map[*worker]struct{}
-	gen     int // the serving generation
-	lastGen int // the highest generation started; numbers are never reused
+	slots    []*slot
+	sharedFD int // inherit mode: the one socket
+	workers  map[*worker]struct{}
+	gen      int // the serving generation
+	lastGen  int // the highest generation started; numbers are never reused
 
 	ready      bool  // every first worker has been ready once
 	stopping   bool  // draining for exit
@@ -109,6 +136,14 @@ type supervisor struct {
 	reloading    *reloadState
 	reloadAgain  []chan error // callers waiting for the coalesced next reload
 	againPending bool
+
+	recycling    *slot   // the slot whose worker is being replaced
+	recycleQueue []*slot // slots waiting for their turn
+
+	routes      atomic.Pointer[map[int]*worker] // serving worker by id, for senders
+	routesDirty bool
+	reqs        requests
+	resp        responder
 
 	frames chan frameEvent
 	exits  chan *worker
@@ -122,13 +157,21 @@ type reloadState struct {
 	waiters []chan error
 }
 
-func runParent(cfg Config, stop <-chan stopReq, reload <-chan reloadCall) error {
+func (c *Cluster) runParent(cfg Config) error {
 	s, err := newSupervisor(cfg)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.sup = s
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.sup = nil
+		c.mu.Unlock()
+	}()
 	var g run.Group
-	g.Add(func() error { return s.run(stop, reload) }, func(error) { s.interrupt() })
+	g.Add(func() error { return s.run(c.stop) }, func(error) { s.call(func() { s.stop(true) }) })
 	g.Add(signals.Handler(context.Background(), func(sig os.Signal, a signals.Action) {
 		s.call(func() { s.onSignal(sig, a) })
 	}))
@@ -141,93 +184,107 @@ func newSupervisor(cfg Config) (*supervisor, error) {
 		return nil, fmt.Errorf("prefork: cannot find the executable to start workers: %w", err)
 	}
 	s := &supervisor{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		exe:     exe,
-		args:    os.Args,
-		env:     workerBaseEnv(cfg.Workers),
-		workers: make(map[*worker]struct{}),
-		frames:  make(chan frameEvent),
-		exits:   make(chan *worker),
-		calls:   make(chan func()),
-		done:    make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		exe:      exe,
+		args:     os.Args,
+		env:      workerBaseEnv(cfg.Workers),
+		sharedFD: -1,
+		workers:  make(map[*worker]struct{}),
+		frames:   make(chan frameEvent),
+		exits:    make(chan *worker),
+		calls:    make(chan func()),
+		done:     make(chan struct{}),
 	}
-	mode := cfg.Mode
-	if mode == ModeAuto {
-		mode = ModeInherit
+	s.resp.handler = cfg.OnRequest
+	s.mode = cfg.Mode
+	if s.mode == ModeAuto {
+		s.mode = ModeInherit
 		if reuseport.Supported() {
-			mode = ModeReusePort
+			s.mode = ModeReusePort
 		}
-	} else if mode == ModeReusePort && !reuseport.Supported() {
+	} else if s.mode == ModeReusePort && !reuseport.Supported() {
 		return nil, fmt.Errorf("prefork: mode reuseport: the kernel does not balance SO_REUSEPORT sockets here (use auto or inherit): %w", errors.ErrUnsupported)
 	}
-	if err := s.bind(mode); err != nil {
-		s.closeFDs()
-		return nil, err
+	s.addr = cfg.Addr
+	for range cfg.Workers {
+		if _, err := s.addSlot(); err != nil {
+			s.closeFDs()
+			return nil, err
+		}
 	}
-	s.log.Info("listening", "addr", s.addrString(), "mode", mode.String(), "workers", cfg.Workers)
+	if cfg.MaxMemory > 0 && runtime.GOOS != "linux" {
+		s.log.Warn("MaxMemory is not enforced on this platform", "os", runtime.GOOS)
+	}
+	s.log.Info("listening", "addr", s.addr, "mode", s.mode.String(), "workers", cfg.Workers)
 	return s, nil
 }
 
-// bind opens the listening sockets: one per slot in reuseport mode, one for
-// all in inherit mode. The parent keeps them open for as long as their slot
-// exists, so that the connections queued on a slot's socket survive the
-// worker serving it (a crash, a reload); it never accepts from them.
-func (s *supervisor) bind(mode Mode) error {
-	addr := s.cfg.Addr
-	ctx := context.Background()
-	for i := range s.cfg.Workers {
-		var fd int
-		if mode == ModeInherit && i > 0 {
-			fd = s.fds[0]
-		} else {
-			var ln *net.TCPListener
-			var err error
-			if mode == ModeReusePort {
-				ln, err = reuseport.Listen(ctx, s.cfg.Network, addr)
-			} else {
-				var l net.Listener
-				l, err = new(net.ListenConfig).Listen(ctx, s.cfg.Network, addr)
-				if err == nil {
-					ln = l.(*net.TCPListener)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("prefork: %w", err)
-			}
-			// Port 0 resolves once; every further slot binds the same port.
-			addr = ln.Addr().String()
-			fd, err = rawDup(ln)
-			ln.Close() // the parent's netpoller must not watch a serving socket
-			if err != nil {
-				return fmt.Errorf("prefork: %w", err)
-			}
-			s.fds = append(s.fds, fd)
+// addSlot appends a slot with its socket: a new SO_REUSEPORT socket in
+// reuseport mode, the one shared socket in inherit mode. The parent keeps
+// every socket open for as long as its slot exists, so that connections
+// queued on it survive the worker serving it (a crash, a reload); it never
+// accepts from them.
+func (s *supervisor) addSlot() (*slot, error) {
+	sl := &slot{id: len(s.slots) + 1}
+	if s.mode == ModeInherit && s.sharedFD >= 0 {
+		sl.fd = s.sharedFD
+	} else {
+		fd, err := s.bind()
+		if err != nil {
+			return nil, err
 		}
-		s.slots = append(s.slots, &slot{id: i + 1, fd: fd})
+		sl.fd = fd
+		if s.mode == ModeInherit {
+			s.sharedFD = fd
+		} else {
+			sl.own = true
+		}
 	}
-	return nil
+	s.slots = append(s.slots, sl)
+	return sl, nil
 }
 
-func (s *supervisor) addrString() string {
-	sa, err := unix.Getsockname(s.fds[0])
+// bind opens one listening socket on s.addr and returns the parent's raw
+// descriptor of it. The first bind resolves port 0 for all later ones.
+func (s *supervisor) bind() (int, error) {
+	ctx := context.Background()
+	var ln *net.TCPListener
+	var err error
+	if s.mode == ModeReusePort {
+		ln, err = reuseport.Listen(ctx, s.cfg.Network, s.addr)
+	} else {
+		var l net.Listener
+		l, err = new(net.ListenConfig).Listen(ctx, s.cfg.Network, s.addr)
+		if err == nil {
+			ln = l.(*net.TCPListener)
+		}
+	}
 	if err != nil {
-		return s.cfg.Addr
+		return -1, fmt.Errorf("prefork: %w", err)
 	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
-	case *unix.SockaddrInet6:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	s.addr = ln.Addr().String()
+	fd, err := rawDup(ln)
+	// The *net.TCPListener goes: the parent's netpoller must not wake for
+	// every connection on a socket that only workers accept from.
+	ln.Close()
+	if err != nil {
+		return -1, fmt.Errorf("prefork: %w", err)
 	}
-	return s.cfg.Addr
+	return fd, nil
 }
 
 func (s *supervisor) closeFDs() {
-	for _, fd := range s.fds {
-		unix.Close(fd)
+	for _, sl := range s.slots {
+		if sl.own && sl.fd >= 0 {
+			unix.Close(sl.fd)
+			sl.fd = -1
+		}
 	}
-	s.fds = nil
+	if s.sharedFD >= 0 {
+		unix.Close(s.sharedFD)
+		s.sharedFD = -1
+	}
 }
 
 // rawDup duplicates a socket's descriptor close-on-exec, without File():
@@ -275,25 +332,52 @@ func (s *supervisor) call(f func()) {
 	}
 }
 
+// do runs f on the supervisor goroutine and returns its result, or
+// ErrServerClosed if the supervisor has returned.
+func (s *supervisor) do(f func() error) error {
+	errc := make(chan error, 1)
+	select {
+	case s.calls <- func() { errc <- f() }:
+		return <-errc
+	case <-s.done:
+		return ErrServerClosed
+	}
+}
+
 // after runs f on the supervisor goroutine after d.
 func (s *supervisor) after(d time.Duration, f func()) *time.Timer {
 	return time.AfterFunc(d, func() { s.call(f) })
 }
 
-func (s *supervisor) interrupt() {
-	s.call(func() { s.stop(true) })
+// every runs f on the supervisor goroutine every d until it returns.
+func (s *supervisor) every(d time.Duration, f func()) {
+	var tick func()
+	tick = func() {
+		f()
+		if !s.stopping {
+			s.after(d, tick)
+		}
+	}
+	s.after(d, tick)
 }
 
 // run is the supervisor's loop: every state change happens here.
-func (s *supervisor) run(stop <-chan stopReq, reload <-chan reloadCall) error {
+func (s *supervisor) run(stop <-chan stopReq) error {
 	defer close(s.done)
 	defer s.closeFDs()
 	s.spawn = startSpawner()
 	defer s.spawn.stop()
+	defer s.reqs.fail(ErrServerClosed)
 
 	s.gen, s.lastGen = 1, 1
 	for _, sl := range s.slots {
-		s.start(sl, s.gen)
+		s.start(sl, s.gen, false)
+	}
+	if s.cfg.HeartbeatTimeout > 0 {
+		s.every(s.cfg.HeartbeatInterval, s.heartbeat)
+	}
+	if s.cfg.MaxMemory > 0 && runtime.GOOS == "linux" {
+		s.every(memoryCheckInterval, s.checkMemory)
 	}
 	for len(s.workers) > 0 || !s.stopping {
 		select {
@@ -308,8 +392,9 @@ func (s *supervisor) run(stop <-chan stopReq, reload <-chan reloadCall) error {
 				s.result = ErrServerClosed
 			}
 			s.stop(req.fast)
-		case call := <-reload:
-			s.startReload(call.done)
+		}
+		if s.routesDirty {
+			s.publishRoutes()
 		}
 	}
 	for _, sl := range s.slots {
@@ -318,28 +403,40 @@ func (s *supervisor) run(stop <-chan stopReq, reload <-chan reloadCall) error {
 		}
 	}
 	s.finishReload(ErrServerClosed)
+	s.resp.wg.Wait()
 	return s.result
 }
 
-// start spawns a worker for sl in generation gen.
-func (s *supervisor) start(sl *slot, gen int) *worker {
+// start spawns a worker for sl in generation gen: as the slot's serving
+// worker, or as its successor (next) that takes over once ready.
+func (s *supervisor) start(sl *slot, gen int, next bool) *worker {
 	w, err := s.spawnWorker(sl, gen)
 	if err != nil {
 		// Could not even start the process (fork failed, executable
 		// gone): a failure like any other, without a process to wait for.
 		s.log.Error("cannot start worker", "worker", sl.id, "gen", gen, "err", err)
 		we := &WorkerError{ID: sl.id, Gen: gen, Err: err}
-		if !s.ready {
+		switch {
+		case !s.ready:
 			s.fail(we)
-		} else if s.reloading != nil && gen == s.reloading.gen {
+		case next && s.reloading != nil:
 			s.abortReload(we)
-		} else {
+		case next:
+			s.endRecycle(sl, we)
+		default:
 			s.scheduleRespawn(sl)
 		}
 		return nil
 	}
+	if next {
+		sl.next = w
+	} else {
+		sl.cur = w
+	}
+	s.routesDirty = true
 	s.workers[w] = struct{}{}
 	w.timer = s.after(s.cfg.ReadyTimeout, func() { s.onReadyTimeout(w) })
+	s.emit(Event{Type: EventFork, Worker: w.info("starting")})
 	go s.watch(w)
 	return w
 }
@@ -378,19 +475,15 @@ func (s *supervisor) spawnWorker(sl *slot, gen int) (*worker, error) {
 		parentEnd.Close()
 		return nil, err
 	}
-	conn, err := wire.NewConn(parentEnd, wire.Options{})
+	conn, err := wire.NewConn(parentEnd, wire.Options{MaxPayload: s.cfg.MaxMessageSize})
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, err
 	}
-	w := &worker{id: sl.id, gen: gen, cmd: cmd, conn: conn, started: time.Now()}
+	w := &worker{slot: sl, id: sl.id, gen: gen, pid: cmd.Process.Pid, restarts: sl.restarts, cmd: cmd, conn: conn, started: time.Now()}
+	w.lastPong.Store(w.started.UnixNano())
 	s.log.Debug("fork", w.attrs()...)
-	if s.reloading != nil && gen == s.reloading.gen {
-		sl.next = w
-	} else {
-		sl.cur = w
-	}
 	return w, nil
 }
 
@@ -402,11 +495,19 @@ func (s *supervisor) watch(w *worker) {
 		defer close(recvDone)
 		for {
 			f, err := w.conn.Recv()
+			if err == nil {
+				err = s.onWorkerFrame(w, f)
+			}
 			if err != nil {
 				w.recvErr = err
+				if !isClosed(err) {
+					// A broken channel: this worker cannot be trusted
+					// to follow the protocol; it is replaced.
+					s.log.Error("bad frame from worker, replacing it", w.attrs("err", err)...)
+					w.cmd.Process.Kill()
+				}
 				return
 			}
-			s.frames <- frameEvent{w, f}
 		}
 	}()
 	w.waitErr = w.cmd.Wait()
@@ -416,13 +517,35 @@ func (s *supervisor) watch(w *worker) {
 	<-recvDone
 	t.Stop()
 	w.conn.Close()
+	s.emit(Event{Type: EventDisconnect, Worker: w.info("disconnected")})
 	s.exits <- w
 }
 
-func (s *supervisor) onFrame(w *worker, f wire.Frame) {
-	for _, fd := range f.FDs {
-		unix.Close(fd) // no control frame from a worker carries descriptors yet
+// onWorkerFrame handles a frame from w on w's reader goroutine: user
+// traffic is routed from here, control frames go to the supervisor.
+func (s *supervisor) onWorkerFrame(w *worker, f wire.Frame) error {
+	switch {
+	case f.Type >= wire.TypeUser:
+		s.route(w, f)
+		return nil
+	case f.Type == wire.TypePong:
+		w.lastPong.Store(time.Now().UnixNano())
+		return nil
+	case f.Type == wire.TypeHello:
+		s.emit(Event{Type: EventOnline, Worker: w.info("online")})
+	case f.Type == wire.TypeReady:
+		s.emit(Event{Type: EventListening, Worker: w.info("listening"), Addr: string(f.Payload)})
+	case f.Type == wire.TypeFailed, f.Type == wire.TypeRecycle:
+	default:
+		closeFDs(f.FDs)
+		return fmt.Errorf("%w: worker sent control frame %v, which only the parent sends", wire.ErrMalformed, f.Type)
 	}
+	closeFDs(f.FDs)
+	s.frames <- frameEvent{w, f}
+	return nil
+}
+
+func (s *supervisor) onFrame(w *worker, f wire.Frame) {
 	switch f.Type {
 	case wire.TypeHello:
 		if w.state == stateStarting {
@@ -433,8 +556,8 @@ func (s *supervisor) onFrame(w *worker, f wire.Frame) {
 		s.onReady(w, string(f.Payload))
 	case wire.TypeFailed:
 		w.failErr = errors.New(string(f.Payload))
-	default:
-		s.log.Warn("unexpected frame from worker", append(w.attrs(), "type", f.Type.String())...)
+	case wire.TypeRecycle:
+		s.requestRecycle(w, "MaxRequests reached")
 	}
 }
 
@@ -444,22 +567,30 @@ func (s *supervisor) onReady(w *worker, addr string) {
 	}
 	w.state = stateReady
 	w.readyAt = time.Now()
-	w.addr = addr
 	w.timer.Stop()
-	s.log.Debug("listening", append(w.attrs(), "addr", addr)...)
-	if !s.ready {
+	s.log.Debug("listening", w.attrs("addr", addr)...)
+	sl := w.slot
+	switch {
+	case !s.ready:
 		for _, sl := range s.slots {
 			if sl.cur == nil || sl.cur.state != stateReady {
 				return
 			}
 		}
 		s.ready = true
-		s.log.Info("cluster ready", "workers", len(s.slots), "gen", s.gen, "addr", s.addrString())
+		s.log.Info("cluster ready", "workers", len(s.slots), "gen", s.gen, "addr", s.addr)
 		s.startPendingReload()
-		return
-	}
-	if r := s.reloading; r != nil && w.gen == r.gen {
+	case s.reloading != nil && w.gen == s.reloading.gen:
 		s.maybeFinishReload()
+	case sl.next == w: // a recycle's successor
+		old := sl.cur
+		sl.cur, sl.next = w, nil
+		s.routesDirty = true
+		if old != nil {
+			s.drain(old)
+		}
+		s.log.Info("recycled", w.attrs()...)
+		s.endRecycle(sl, nil)
 	}
 }
 
@@ -468,7 +599,7 @@ func (s *supervisor) onReadyTimeout(w *worker) {
 		return
 	}
 	w.failErr = fmt.Errorf("not ready within %v", s.cfg.ReadyTimeout)
-	s.log.Error("worker not ready in time, killing it", append(w.attrs(), "timeout", s.cfg.ReadyTimeout)...)
+	s.log.Error("worker not ready in time, killing it", w.attrs("timeout", s.cfg.ReadyTimeout)...)
 	w.cmd.Process.Kill()
 }
 
@@ -477,24 +608,34 @@ func (s *supervisor) onExit(w *worker) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	attrs := append(w.attrs(), "status", exitStatus(w.waitErr))
-	if w.recvErr != nil && !isClosed(w.recvErr) {
-		attrs = append(attrs, "err", w.recvErr)
+	sl := w.slot
+	wasCur, wasNext := sl.cur == w, sl.next == w
+	if wasCur {
+		sl.cur = nil
+		s.routesDirty = true
 	}
-	sl := s.slots[w.id-1]
-	if w.asked || s.stopping {
+	if wasNext {
+		sl.next = nil
+	}
+	ev := Event{Type: EventExit, Worker: w.info("dead"), Asked: w.asked, ExitCode: -1}
+	if ps := w.cmd.ProcessState; ps != nil {
+		ev.ExitCode = ps.ExitCode()
+		if st, ok := ps.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			ev.Signal = st.Signal()
+		}
+	}
+	attrs := w.attrs("status", exitStatus(w.waitErr))
+	if w.asked || s.stopping || sl.removed {
 		s.log.Debug("exit", attrs...)
-		if sl.cur == w {
-			sl.cur = nil
-		}
-		if sl.next == w {
-			sl.next = nil
-		}
+		s.emit(ev)
 		return
 	}
 	cause := w.failErr
 	if cause == nil && w.recvErr != nil && !isClosed(w.recvErr) {
 		cause = w.recvErr
+	}
+	if cause == nil && w.hung {
+		cause = fmt.Errorf("no heartbeat for %v", s.cfg.HeartbeatTimeout)
 	}
 	if cause == nil {
 		if w.state == stateReady {
@@ -503,23 +644,26 @@ func (s *supervisor) onExit(w *worker) {
 			cause = fmt.Errorf("exited before it was ready: %s", exitStatus(w.waitErr))
 		}
 	}
-	we := &WorkerError{ID: w.id, Gen: w.gen, PID: w.pid(), Err: cause}
+	ev.Err = &WorkerError{ID: w.id, Gen: w.gen, PID: w.pid, Err: cause}
+	s.emit(ev)
 	switch {
-	case sl.next == w:
-		sl.next = nil
-		s.log.Error("new worker failed during reload", append(attrs, "err", cause)...)
-		s.abortReload(we)
-	case sl.cur == w:
-		sl.cur = nil
+	case wasNext && s.reloading != nil && w.gen == s.reloading.gen:
+		s.log.Error("new worker failed during reload", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
+		s.abortReload(ev.Err)
+	case wasNext:
+		s.log.Error("replacement worker failed, the old one keeps serving", w.attrs("err", cause)...)
+		s.endRecycle(sl, ev.Err)
+	case wasCur:
 		if !s.ready {
-			s.log.Error("worker failed at start", append(attrs, "err", cause)...)
-			s.fail(we)
+			s.log.Error("worker failed at start", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
+			s.fail(ev.Err)
 			return
 		}
-		s.log.Warn("worker died, replacing it", append(attrs, "err", cause)...)
+		s.log.Warn("worker died, replacing it", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
 		if w.state == stateReady && time.Since(w.readyAt) >= stableAfter {
 			sl.failures = 0
 		}
+		sl.restarts++
 		s.scheduleRespawn(sl)
 	default:
 		s.log.Debug("exit", attrs...)
@@ -530,14 +674,14 @@ func (s *supervisor) scheduleRespawn(sl *slot) {
 	sl.failures++
 	delay := backoff(sl.failures)
 	if delay == 0 {
-		s.start(sl, s.gen)
+		s.start(sl, s.gen, false)
 		return
 	}
 	s.log.Warn("backing off before replacing worker", "worker", sl.id, "failures", sl.failures, "delay", delay)
 	sl.respawn = s.after(delay, func() {
 		sl.respawn = nil
-		if !s.stopping && sl.cur == nil {
-			s.start(sl, s.gen)
+		if !s.stopping && !sl.removed && sl.cur == nil {
+			s.start(sl, s.gen, false)
 		}
 	})
 }
@@ -597,13 +741,13 @@ func (s *supervisor) drain(w *worker) {
 		w.timer.Stop()
 	}
 	if err := w.conn.Send(&wire.Frame{Type: wire.TypeDrain, To: uint32(w.id)}); err != nil {
-		s.log.Warn("cannot ask worker to drain, killing it", append(w.attrs(), "err", err)...)
+		s.log.Warn("cannot ask worker to drain, killing it", w.attrs("err", err)...)
 		w.cmd.Process.Kill()
 		return
 	}
 	w.timer = s.after(s.cfg.StopTimeout, func() {
 		if _, live := s.workers[w]; live {
-			s.log.Warn("worker still running after stop timeout, killing it", append(w.attrs(), "timeout", s.cfg.StopTimeout)...)
+			s.log.Warn("worker still running after stop timeout, killing it", w.attrs("timeout", s.cfg.StopTimeout)...)
 			w.cmd.Process.Kill()
 		}
 	})
@@ -625,8 +769,32 @@ func (s *supervisor) onSignal(sig os.Signal, a signals.Action) {
 		s.stop(true)
 	case signals.Reload:
 		s.startReload(nil)
-	default:
-		s.log.Warn("signal not handled yet", "signal", sig.String(), "action", a.String())
+	case signals.ScaleUp, signals.ScaleDown:
+		n := len(s.slots) + 1
+		if a == signals.ScaleDown {
+			n = len(s.slots) - 1
+		}
+		if err := s.scale(n); err != nil {
+			s.log.Warn("cannot scale", "signal", sig.String(), "err", err)
+		}
+	}
+}
+
+// reload starts a reload (or joins the pending one) and waits for it.
+func (s *supervisor) reload(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case s.calls <- func() { s.startReload(done) }:
+	case <-s.done:
+		return ErrServerClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -647,6 +815,14 @@ func (s *supervisor) startReload(done chan error) {
 		}
 		return
 	}
+	// A recycle in flight is overtaken: the reload replaces every worker.
+	for _, sl := range s.slots {
+		if sl.next != nil {
+			s.drain(sl.next)
+			sl.next = nil
+		}
+	}
+	s.recycling, s.recycleQueue = nil, nil
 	s.lastGen++
 	r := &reloadState{gen: s.lastGen}
 	if done != nil {
@@ -660,7 +836,7 @@ func (s *supervisor) startReload(done chan error) {
 		if s.reloading != r { // a start failed and aborted it
 			return
 		}
-		s.start(sl, r.gen)
+		s.start(sl, r.gen, true)
 	}
 }
 
@@ -679,6 +855,7 @@ func (s *supervisor) maybeFinishReload() {
 			s.drain(old)
 		}
 	}
+	s.routesDirty = true
 	s.gen = r.gen
 	s.log.Info("reloaded", "gen", r.gen)
 	s.finishReload(nil)
@@ -731,6 +908,304 @@ func (s *supervisor) startPendingReload() {
 	}
 	for _, done := range waiters {
 		done <- errors.New("prefork: reload could not start")
+	}
+}
+
+// requestRecycle queues w's replacement: a new worker in its slot, ready
+// before w drains. One slot recycles at a time.
+func (s *supervisor) requestRecycle(w *worker, reason string) {
+	if w.slot.cur != w || w.state != stateReady || w.recycled || s.stopping {
+		return
+	}
+	w.recycled = true
+	s.log.Info("recycling worker", w.attrs("reason", reason)...)
+	s.recycleQueue = append(s.recycleQueue, w.slot)
+	s.nextRecycle()
+}
+
+func (s *supervisor) nextRecycle() {
+	if s.recycling != nil || s.reloading != nil || s.stopping {
+		return
+	}
+	for len(s.recycleQueue) > 0 {
+		sl := s.recycleQueue[0]
+		s.recycleQueue = s.recycleQueue[1:]
+		if sl.removed || sl.cur == nil || sl.next != nil {
+			continue
+		}
+		s.recycling = sl
+		s.start(sl, s.gen, true)
+		return
+	}
+}
+
+// endRecycle ends sl's recycle; err says why it failed, if it did.
+func (s *supervisor) endRecycle(sl *slot, err error) {
+	if s.recycling == sl {
+		s.recycling = nil
+	}
+	if err != nil && sl.cur != nil {
+		sl.cur.recycled = false // it may ask again
+	}
+	s.nextRecycle()
+}
+
+// heartbeat probes every serving worker and kills those that stopped
+// answering.
+func (s *supervisor) heartbeat() {
+	now := time.Now()
+	for w := range s.workers {
+		if w.state != stateReady || w.hung {
+			continue
+		}
+		if silent := now.Sub(time.Unix(0, w.lastPong.Load())); silent > s.cfg.HeartbeatTimeout {
+			w.hung = true
+			s.log.Error("worker missed its heartbeat, replacing it", w.attrs("silent", silent.Round(time.Millisecond))...)
+			w.cmd.Process.Signal(syscall.SIGTERM)
+			s.after(hungKillGrace, func() {
+				if _, live := s.workers[w]; live {
+					w.cmd.Process.Kill()
+				}
+			})
+			continue
+		}
+		w.conn.Send(&wire.Frame{Type: wire.TypePing, To: uint32(w.id), ID: uint64(now.UnixNano())})
+	}
+}
+
+// checkMemory recycles the serving workers over MaxMemory.
+func (s *supervisor) checkMemory() {
+	for _, sl := range s.slots {
+		w := sl.cur
+		if w == nil || w.state != stateReady || w.recycled {
+			continue
+		}
+		if rss, err := residentBytes(w.pid); err == nil && rss > s.cfg.MaxMemory {
+			s.requestRecycle(w, fmt.Sprintf("RSS %d bytes over MaxMemory %d", rss, s.cfg.MaxMemory))
+		}
+	}
+}
+
+// residentBytes reads a process's resident set size (Linux).
+func residentBytes(pid int) (int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("statm: %q", data)
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize()), err
+}
+
+// scale changes the number of slots to n.
+func (s *supervisor) scale(n int) error {
+	switch {
+	case s.stopping:
+		return ErrServerClosed
+	case n < 1:
+		return fmt.Errorf("prefork: cannot run %d workers: at least 1", n)
+	case s.reloading != nil:
+		return errors.New("prefork: cannot scale during a reload")
+	}
+	for len(s.slots) < n {
+		sl, err := s.addSlot()
+		if err != nil {
+			return err
+		}
+		s.log.Info("scaling up", "worker", sl.id, "workers", len(s.slots))
+		s.start(sl, s.gen, false)
+	}
+	if len(s.slots) > n && s.mode == ModeReusePort {
+		if v, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil && strings.TrimSpace(string(v)) == "0" {
+			s.log.Warn("net.ipv4.tcp_migrate_req is 0: connections still queued on a removed slot's socket are reset when it closes; set it to 1 (Linux 5.14+) to hand them to the other sockets")
+		}
+	}
+	for len(s.slots) > n {
+		sl := s.slots[len(s.slots)-1]
+		s.slots = s.slots[:len(s.slots)-1]
+		sl.removed = true
+		if sl.respawn != nil {
+			sl.respawn.Stop()
+		}
+		// The parent's copy closes first: the worker accepts from its own
+		// copy until it drains, and its close is the socket's last.
+		if sl.own {
+			unix.Close(sl.fd)
+			sl.fd = -1
+		}
+		for _, w := range []*worker{sl.cur, sl.next} {
+			if w != nil {
+				s.drain(w)
+			}
+		}
+		sl.cur, sl.next = nil, nil
+		s.routesDirty = true
+		s.log.Info("scaling down", "worker", sl.id, "workers", len(s.slots))
+	}
+	return nil
+}
+
+func (s *supervisor) setWorkers(n int) error {
+	return s.do(func() error { return s.scale(n) })
+}
+
+// publishRoutes makes the serving workers the targets of messages, and
+// tells every worker who is alive.
+func (s *supervisor) publishRoutes() {
+	s.routesDirty = false
+	routes := make(map[int]*worker, len(s.slots))
+	ids := make([]int, 0, len(s.slots))
+	for _, sl := range s.slots {
+		if sl.cur != nil {
+			routes[sl.id] = sl.cur
+			ids = append(ids, sl.id)
+		}
+	}
+	s.routes.Store(&routes)
+	roster := encodeRoster(ids)
+	for w := range s.workers {
+		if w.state != stateDraining {
+			w.conn.Send(&wire.Frame{Type: wire.TypeRoster, To: uint32(w.id), Payload: roster})
+		}
+	}
+}
+
+func (s *supervisor) route(from *worker, f wire.Frame) {
+	defer func() { closeFDs(f.FDs) }() // every Send queued duplicates of its own
+	f.From = uint32(from.id)
+	to := int(int32(f.To))
+	if to == Parent {
+		switch f.Type {
+		case wire.TypeUser:
+			if s.cfg.OnMessage != nil {
+				m := message(&f)
+				f.FDs = nil // the message's files own them now
+				s.cfg.OnMessage(m)
+			}
+		case wire.TypeRequest:
+			s.resp.serve(f, Parent, from.conn.Send)
+			f.FDs = nil // the handler's message owns them
+		case wire.TypeReply, wire.TypeReplyErr:
+			s.reqs.onReply(&f)
+		}
+		return
+	}
+	routes := *s.routes.Load()
+	if to == All {
+		for id, w := range routes {
+			if id != from.id {
+				if err := w.conn.Send(&f); err != nil {
+					s.log.Warn("message dropped", w.attrs("from", from.id, "err", err)...)
+				}
+			}
+		}
+		return
+	}
+	var err error
+	if w := routes[to]; w == nil {
+		err = fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
+	} else {
+		err = sendErr(to, w.conn.Send(&f))
+	}
+	if err == nil {
+		return
+	}
+	if f.Type == wire.TypeRequest {
+		from.conn.Send(&wire.Frame{Type: wire.TypeReplyErr, From: uint32(to), To: f.From, ID: f.ID, Payload: []byte(err.Error())})
+		return
+	}
+	s.log.Warn("message dropped", "from", from.id, "to", to, "err", err)
+}
+
+// send and request are Cluster.Send and Cluster.Request in the parent.
+func (s *supervisor) send(to int, data []byte, files []syscall.Conn) error {
+	if to == Parent {
+		return errors.New("prefork: the parent cannot send to itself")
+	}
+	f, release, err := userFrame(wire.TypeUser, Parent, to, data, files, s.cfg.MaxMessageSize)
+	if err != nil {
+		return err
+	}
+	defer release()
+	routes := *s.routes.Load()
+	if to == All {
+		var errs []error
+		for id, w := range routes {
+			if err := w.conn.Send(f); err != nil {
+				errs = append(errs, sendErr(id, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	w := routes[to]
+	if w == nil {
+		return fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
+	}
+	return sendErr(to, w.conn.Send(f))
+}
+
+func (s *supervisor) request(ctx context.Context, to int, data []byte) ([]byte, error) {
+	if to == Parent || to == All {
+		return nil, fmt.Errorf("prefork: the parent can only send requests to one worker, not %s", addrName(to))
+	}
+	f, release, err := userFrame(wire.TypeRequest, Parent, to, data, nil, s.cfg.MaxMessageSize)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.reqs.do(ctx, func(id uint64) error {
+		w := (*s.routes.Load())[to]
+		if w == nil {
+			return fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
+		}
+		f.ID = id
+		return sendErr(to, w.conn.Send(f))
+	})
+}
+
+func (s *supervisor) snapshot() []WorkerInfo {
+	var infos []WorkerInfo
+	s.do(func() error {
+		for w := range s.workers {
+			infos = append(infos, w.info(stateNames[w.state]))
+		}
+		return nil
+	})
+	slices.SortFunc(infos, func(a, b WorkerInfo) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Gen, b.Gen))
+	})
+	return infos
+}
+
+func (s *supervisor) kill(id int, sig os.Signal) error {
+	return s.do(func() error {
+		if id < 1 || id > len(s.slots) || s.slots[id-1].cur == nil {
+			return fmt.Errorf("%w: %s", ErrNoWorker, addrName(id))
+		}
+		return s.slots[id-1].cur.cmd.Process.Signal(sig)
+	})
+}
+
+func (s *supervisor) disconnect(id int) error {
+	return s.do(func() error {
+		if id < 1 || id > len(s.slots) || s.slots[id-1].cur == nil {
+			return fmt.Errorf("%w: %s", ErrNoWorker, addrName(id))
+		}
+		sl := s.slots[id-1]
+		w := sl.cur
+		sl.cur = nil
+		s.routesDirty = true
+		s.drain(w)
+		return nil
+	})
+}
+
+func (s *supervisor) emit(ev Event) {
+	if s.cfg.OnEvent != nil {
+		s.cfg.OnEvent(ev)
 	}
 }
 

@@ -2,6 +2,7 @@ package prefork
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 )
 
 // Errors returned by the cluster.
@@ -21,9 +23,13 @@ var (
 	// hand, not by its parent.
 	ErrNoParent = errors.New("prefork: this process was started as a forkline worker but has no channel to a forkline parent; workers are started by their parent, so run the program without the FORKLINE_* environment variables")
 
-	// ErrNotParent is returned by the parent-only methods (Reload) when they
-	// are called in a worker.
+	// ErrNotParent is returned by the parent-only methods (Reload, Kill,
+	// Disconnect, SetWorkers) when they are called in a worker.
 	ErrNotParent = errors.New("prefork: only the parent process can do this")
+
+	// ErrNotRunning is returned by the methods that need a running cluster
+	// before Run or Serve has started it, or after it has stopped.
+	ErrNotRunning = errors.New("prefork: cluster is not running")
 )
 
 // WorkerError is the failure of one worker: the error it reported over its
@@ -86,16 +92,15 @@ type Cluster struct {
 	cfg Config
 
 	mu      sync.Mutex
-	closed  bool            // Shutdown or Close was called
-	started bool            // Serve was called
-	stop    chan stopReq    // to the running supervisor or worker; nil before Run
-	stopped chan struct{}   // closed when Run returns
-	reload  chan reloadCall // to the running supervisor
+	closed  bool          // Shutdown or Close was called
+	started bool          // Serve was called
+	sup     *supervisor   // the running parent, once it runs
+	wk      *workerSide   // the running worker, once it runs
+	stop    chan stopReq  // Shutdown and Close to the running parent or worker
+	stopped chan struct{} // closed when Serve returns
 }
 
 type stopReq struct{ fast bool }
-
-type reloadCall struct{ done chan error }
 
 // New returns a cluster that runs with cfg. It does nothing until Run or
 // Serve is called.
@@ -104,7 +109,6 @@ func New(cfg Config) *Cluster {
 		cfg:     cfg,
 		stop:    make(chan stopReq, 2),
 		stopped: make(chan struct{}),
-		reload:  make(chan reloadCall),
 	}
 }
 
@@ -150,9 +154,9 @@ func (c *Cluster) Serve(fn ServeFunc) error {
 		return err
 	}
 	if IsWorker() {
-		return runWorker(cfg, fn, c.stop)
+		return c.runWorker(cfg, fn)
 	}
-	return runParent(cfg, c.stop, c.reload)
+	return c.runParent(cfg)
 }
 
 // Shutdown stops the cluster gracefully: every worker stops accepting,
@@ -200,21 +204,121 @@ func (c *Cluster) halt(ctx context.Context, fast bool) error {
 // turn. It returns ctx.Err() if ctx ends first (the reload itself goes on),
 // and ErrNotParent in a worker.
 func (c *Cluster) Reload(ctx context.Context) error {
-	if IsWorker() {
-		return ErrNotParent
-	}
-	call := reloadCall{done: make(chan error, 1)}
-	select {
-	case c.reload <- call:
-	case <-c.stopped:
-		return ErrServerClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-call.done:
+	s, err := c.parent()
+	if err != nil {
 		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	return s.reload(ctx)
+}
+
+// parent returns the running supervisor, or why there is none.
+func (c *Cluster) parent() (*supervisor, error) {
+	if IsWorker() {
+		return nil, ErrNotParent
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sup == nil {
+		return nil, ErrNotRunning
+	}
+	return c.sup, nil
+}
+
+// running returns the running supervisor or worker.
+func (c *Cluster) running() (*supervisor, *workerSide, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sup == nil && c.wk == nil {
+		return nil, nil, ErrNotRunning
+	}
+	return c.sup, c.wk, nil
+}
+
+// Send sends data, and duplicates of files' descriptors, to another process
+// of the cluster: Parent, a worker's id, or All. From a worker, a message to
+// another worker is relayed by the parent. Messages from one sender to one
+// recipient arrive in order, to the recipient's Config.OnMessage. Send does
+// not wait for delivery: it fails with ErrNoWorker when the recipient is not
+// alive, ErrQueueFull when its queue is full, and ErrTooLarge for a payload
+// over Config.MaxMessageSize. A message relayed to a worker whose queue is
+// full is dropped (the parent logs it): use Request to know. files may be
+// *os.File, *net.TCPConn, *net.TCPListener or any syscall.Conn; the caller
+// keeps its own copies.
+func (c *Cluster) Send(to int, data []byte, files ...syscall.Conn) error {
+	s, w, err := c.running()
+	if err != nil {
+		return err
+	}
+	if w != nil {
+		return w.send(to, data, files)
+	}
+	return s.send(to, data, files)
+}
+
+// SendJSON sends v, marshalled as JSON, as Send does.
+func (c *Cluster) SendJSON(to int, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.Send(to, data)
+}
+
+// Request sends data to Parent or a worker's id and waits for the answer of
+// the recipient's Config.OnRequest, or until ctx is done (then it returns
+// ctx.Err(); a late answer is dropped). The recipient's error comes back as
+// an error with its text.
+func (c *Cluster) Request(ctx context.Context, to int, data []byte) ([]byte, error) {
+	s, w, err := c.running()
+	if err != nil {
+		return nil, err
+	}
+	if w != nil {
+		return w.request(ctx, to, data)
+	}
+	return s.request(ctx, to, data)
+}
+
+// Workers returns a snapshot of the live workers, by id then generation.
+// In a worker it returns nil.
+func (c *Cluster) Workers() []WorkerInfo {
+	s, err := c.parent()
+	if err != nil {
+		return nil
+	}
+	return s.snapshot()
+}
+
+// Kill sends sig to the serving worker of slot id. A worker that dies of it
+// is replaced, as after a crash; use Disconnect to stop one for good.
+func (c *Cluster) Kill(id int, sig os.Signal) error {
+	s, err := c.parent()
+	if err != nil {
+		return err
+	}
+	return s.kill(id, sig)
+}
+
+// Disconnect drains the serving worker of slot id (it stops accepting,
+// finishes what is in flight, and exits) and leaves the slot empty: it is
+// not refilled until the next Reload or SetWorkers (Node's
+// worker.disconnect). Connections queued on the slot's socket wait there.
+func (c *Cluster) Disconnect(id int) error {
+	s, err := c.parent()
+	if err != nil {
+		return err
+	}
+	return s.disconnect(id)
+}
+
+// SetWorkers changes the number of worker slots to n (at least 1): new
+// slots get a socket and a worker; removed slots (the highest ids) close
+// their socket and drain their worker. SIGTTIN and SIGTTOU do the same by
+// one. It fails during a reload.
+func (c *Cluster) SetWorkers(n int) error {
+	s, err := c.parent()
+	if err != nil {
+		return err
+	}
+	return s.setWorkers(n)
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
@@ -25,48 +27,80 @@ const (
 	fdListener = 4 // the worker's slot socket
 )
 
-// parentGoneGrace bounds how long a worker whose parent died may take to
-// finish what it is doing: no worker outlives its parent by more than ~1 s.
-const parentGoneGrace = 500 * time.Millisecond
+// workerSide is the running worker: its channel to the parent and what
+// travels on it.
+type workerSide struct {
+	cfg    Config
+	id     int
+	conn   *wire.Conn
+	log    *slog.Logger
+	reqs   requests
+	resp   responder
+	roster atomic.Pointer[map[int]bool] // the live worker ids, from the parent
 
-// Causes of a worker's drain, as context.Cause of the ServeFunc's context.
-var (
-	errDrain      = errors.New("prefork: drain requested")
-	errParentGone = errors.New("prefork: parent process is gone")
-)
+	budget  int64 // requests (or connections) before a recycle; 0 = no limit
+	served  atomic.Int64
+	recycle sync.Once
+}
 
-func runWorker(cfg Config, fn ServeFunc, stop <-chan stopReq) error {
-	conn, err := openChannel()
+func (c *Cluster) runWorker(cfg Config, fn ServeFunc) error {
+	conn, err := openChannel(cfg)
 	if err != nil {
 		// Started by hand with the worker variables set: say so in one
 		// sentence and stop, rather than half-start.
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	log := cfg.Logger.With("worker", WorkerID(), "pid", os.Getpid(), "gen", Generation())
-	if err := conn.Send(&wire.Frame{Type: wire.TypeHello, From: uint32(WorkerID())}); err != nil {
+	wk := &workerSide{
+		cfg:  cfg,
+		id:   WorkerID(),
+		conn: conn,
+		log:  cfg.Logger.With("worker", WorkerID(), "pid", os.Getpid(), "gen", Generation()),
+	}
+	wk.resp.handler = cfg.OnRequest
+	if cfg.MaxRequests > 0 {
+		wk.budget = int64(cfg.MaxRequests)
+		if cfg.MaxRequestsJitter > 0 {
+			wk.budget += rand.Int64N(int64(cfg.MaxRequestsJitter) + 1)
+		}
+	}
+	c.mu.Lock()
+	c.wk = wk
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.wk = nil
+		c.mu.Unlock()
+	}()
+	return wk.serve(fn, c.stop)
+}
+
+func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
+	conn := wk.conn
+	if err := conn.Send(&wire.Frame{Type: wire.TypeHello, From: uint32(wk.id)}); err != nil {
+		conn.Close()
+		return err
+	}
+	ln, err := inheritedListener()
+	if err != nil {
+		conn.Send(&wire.Frame{Type: wire.TypeFailed, From: uint32(wk.id), Payload: []byte(err.Error())})
 		conn.Close()
 		return err
 	}
 
-	ln, err := inheritedListener()
-	if err != nil {
-		return reportFailure(conn, err)
-	}
-
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), workerKey{}, wk))
 	defer cancel(nil)
 	var closing atomic.Bool // the worker is closing its own channel
 	parentGone := func() {
 		cancel(errParentGone)
 		time.AfterFunc(parentGoneGrace, func() {
-			log.Error("parent is gone and the drain is not done: exiting")
+			wk.log.Error("parent is gone and the drain is not done: exiting")
 			os.Exit(1)
 		})
 	}
 
-	// The channel reader: drain requests, liveness probes, and EOF when
-	// the parent dies.
+	// The channel reader: drain requests, liveness probes, messages, and
+	// EOF when the parent dies.
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -74,20 +108,12 @@ func runWorker(cfg Config, fn ServeFunc, stop <-chan stopReq) error {
 			f, err := conn.Recv()
 			if err != nil {
 				if !closing.Load() {
-					log.Warn("channel to parent closed: parent is gone, draining", "err", err)
+					wk.log.Warn("channel to parent closed: parent is gone, draining", "err", err)
 					parentGone()
 				}
 				return
 			}
-			for _, fd := range f.FDs {
-				unix.Close(fd)
-			}
-			switch f.Type {
-			case wire.TypeDrain:
-				cancel(errDrain)
-			case wire.TypePing:
-				conn.Send(&wire.Frame{Type: wire.TypePong, From: uint32(WorkerID()), ID: f.ID})
-			}
+			wk.onFrame(f, cancel)
 		}
 	}()
 
@@ -122,37 +148,127 @@ func runWorker(cfg Config, fn ServeFunc, stop <-chan stopReq) error {
 		cancel(nil)
 		<-sigDone
 		closing.Store(true)
+		wk.resp.wg.Wait()
 		conn.Close()
 		<-readerDone
+		wk.reqs.fail(ErrNotRunning)
 	}()
 
 	// The worker is ready when its server first calls Accept: it is then
 	// serving, not merely started (Node's "online" vs "listening").
-	rl := &readyListener{TCPListener: ln, ready: func() {
-		conn.Send(&wire.Frame{Type: wire.TypeReady, From: uint32(WorkerID()), Payload: []byte(ln.Addr().String())})
-	}}
+	rl := &readyListener{TCPListener: ln, wk: wk}
 	err = fn(ctx, rl)
 	ln.Close()
 	if err != nil && ctx.Err() == nil {
-		log.Error("worker failed", "err", err)
-		conn.Send(&wire.Frame{Type: wire.TypeFailed, From: uint32(WorkerID()), Payload: []byte(err.Error())})
+		wk.log.Error("worker failed", "err", err)
+		conn.Send(&wire.Frame{Type: wire.TypeFailed, From: uint32(wk.id), Payload: []byte(err.Error())})
 		return err
 	}
 	return nil
 }
 
-// reportFailure tells the parent why this worker cannot serve, and returns
-// err.
-func reportFailure(conn *wire.Conn, err error) error {
-	conn.Send(&wire.Frame{Type: wire.TypeFailed, From: uint32(WorkerID()), Payload: []byte(err.Error())})
-	conn.Close()
-	return err
+// onFrame handles a frame from the parent, on the reader goroutine.
+func (wk *workerSide) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
+	switch f.Type {
+	case wire.TypeDrain:
+		cancel(errDrain)
+	case wire.TypePing:
+		wk.conn.Send(&wire.Frame{Type: wire.TypePong, From: uint32(wk.id), ID: f.ID})
+	case wire.TypeRoster:
+		roster := decodeRoster(f.Payload)
+		wk.roster.Store(&roster)
+	case wire.TypeUser:
+		if wk.cfg.OnMessage != nil {
+			wk.cfg.OnMessage(message(&f))
+			return
+		}
+	case wire.TypeRequest:
+		wk.resp.serve(f, wk.id, wk.conn.Send)
+		return
+	case wire.TypeReply, wire.TypeReplyErr:
+		wk.reqs.onReply(&f)
+	}
+	closeFDs(f.FDs)
 }
+
+// served counts one request (Run) or connection (Serve) and asks the
+// parent for a replacement when the worker's budget is spent.
+func (wk *workerSide) count() {
+	if wk.budget > 0 && wk.served.Add(1) == wk.budget {
+		wk.recycle.Do(func() {
+			wk.log.Info("MaxRequests reached, asking for a replacement", "served", wk.budget)
+			wk.conn.Send(&wire.Frame{Type: wire.TypeRecycle, From: uint32(wk.id)})
+		})
+	}
+}
+
+// check says whether this worker can address to.
+func (wk *workerSide) check(to int) error {
+	switch {
+	case to == wk.id:
+		return errors.New("prefork: a worker cannot send to itself")
+	case to == Parent || to == All:
+		return nil
+	}
+	if roster := wk.roster.Load(); roster == nil || !(*roster)[to] {
+		return fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
+	}
+	return nil
+}
+
+func (wk *workerSide) send(to int, data []byte, files []syscall.Conn) error {
+	if err := wk.check(to); err != nil {
+		return err
+	}
+	f, release, err := userFrame(wire.TypeUser, wk.id, to, data, files, wk.cfg.MaxMessageSize)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return sendErr(to, wk.conn.Send(f))
+}
+
+func (wk *workerSide) request(ctx context.Context, to int, data []byte) ([]byte, error) {
+	if to == All {
+		return nil, errors.New("prefork: a request goes to one process, not All")
+	}
+	if err := wk.check(to); err != nil {
+		return nil, err
+	}
+	f, release, err := userFrame(wire.TypeRequest, wk.id, to, data, nil, wk.cfg.MaxMessageSize)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return wk.reqs.do(ctx, func(id uint64) error {
+		f.ID = id
+		return sendErr(to, wk.conn.Send(f))
+	})
+}
+
+// workerKey is the context key of the running worker, for serveHTTP.
+type workerKey struct{}
+
+// countRequests returns the function a server calls once per request, or
+// nil when no budget applies. Once called, the listener stops counting
+// connections: requests are the better measure.
+func countRequests(ctx context.Context) func() {
+	wk, _ := ctx.Value(workerKey{}).(*workerSide)
+	if wk == nil || wk.budget == 0 {
+		return nil
+	}
+	wk.served.Store(0)
+	perRequest.Store(true)
+	return wk.count
+}
+
+// perRequest is set when the server counts requests itself.
+var perRequest atomic.Bool
 
 // openChannel returns the channel to the parent, after checking that there
 // is one: the recorded parent is this process's parent, and descriptor 3 is
 // a unix stream socket.
-func openChannel() (*wire.Conn, error) {
+func openChannel(cfg Config) (*wire.Conn, error) {
 	ppid := envInt(envParent)
 	if ppid == 0 || unix.Getppid() != ppid {
 		return nil, ErrNoParent
@@ -167,7 +283,7 @@ func openChannel() (*wire.Conn, error) {
 		return nil, ErrNoParent
 	}
 	unix.CloseOnExec(fdChannel)
-	return wire.NewConn(os.NewFile(fdChannel, "forkline-channel"), wire.Options{})
+	return wire.NewConn(os.NewFile(fdChannel, "forkline-channel"), wire.Options{MaxPayload: cfg.MaxMessageSize})
 }
 
 // inheritedListener returns the slot socket the parent handed over.
@@ -188,20 +304,34 @@ func inheritedListener() (*net.TCPListener, error) {
 }
 
 // readyListener is the worker's *net.TCPListener, which says the worker is
-// ready on the first call to Accept or AcceptTCP. Every other method is the
-// TCPListener's own.
+// ready on the first call to Accept or AcceptTCP, and counts connections
+// for MaxRequests when the server does not count requests. Every other
+// method is the TCPListener's own.
 type readyListener struct {
 	*net.TCPListener
-	once  sync.Once
-	ready func()
+	wk   *workerSide
+	once sync.Once
+}
+
+func (l *readyListener) ready() {
+	l.once.Do(func() {
+		l.wk.conn.Send(&wire.Frame{Type: wire.TypeReady, From: uint32(l.wk.id), Payload: []byte(l.Addr().String())})
+	})
 }
 
 func (l *readyListener) Accept() (net.Conn, error) {
-	l.once.Do(l.ready)
-	return l.TCPListener.Accept()
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err // not a typed nil
+	}
+	return c, nil
 }
 
 func (l *readyListener) AcceptTCP() (*net.TCPConn, error) {
-	l.once.Do(l.ready)
-	return l.TCPListener.AcceptTCP()
+	l.ready()
+	c, err := l.TCPListener.AcceptTCP()
+	if err == nil && !perRequest.Load() {
+		l.wk.count()
+	}
+	return c, err
 }

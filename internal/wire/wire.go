@@ -58,6 +58,8 @@ const (
 	TypeListener Type = 5  // carries a listening socket in FDs[0] (either direction)
 	TypePing     Type = 6  // liveness probe; answered by TypePong with the same ID
 	TypePong     Type = 7  // answer to TypePing
+	TypeRoster   Type = 8  // parent→worker: the live worker ids (uint32 LE each)
+	TypeRecycle  Type = 9  // worker→parent: replace me (MaxRequests reached)
 	TypeUser     Type = 64 // first user type: user message
 	TypeRequest  Type = 65 // user request; answered by TypeReply with the same ID
 	TypeReply    Type = 66 // answer to TypeRequest
@@ -75,6 +77,8 @@ var typeNames = [...]string{
 	TypeListener: "listener",
 	TypePing:     "ping",
 	TypePong:     "pong",
+	TypeRoster:   "roster",
+	TypeRecycle:  "recycle",
 	TypeUser:     "user",
 	TypeRequest:  "request",
 	TypeReply:    "reply",

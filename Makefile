@@ -1,0 +1,43 @@
+# forkline: build, test, lint, cross-compile, fuzz, benchmarks.
+GO ?= go
+OSES := darwin freebsd openbsd windows
+
+.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload soak clean
+
+all: lint test
+
+build:
+	$(GO) build ./...
+	mkdir -p bin && $(GO) build -o bin/hello ./examples/hello
+
+# The README's test command; .ci/run runs the same.
+test:
+	$(GO) test -race -count=1 ./...
+
+race: test
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@if $(GO) run honnef.co/go/tools/cmd/staticcheck@latest -version >/dev/null 2>&1; then \
+		$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...; \
+	else echo "staticcheck not available from the module proxy; skipped"; fi
+
+# Every package compiles and vets on every platform we name.
+cross:
+	@for os in $(OSES); do echo "GOOS=$$os go vet ./..."; GOOS=$$os $(GO) vet ./... || exit 1; done
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=60s ./internal/wire/
+
+bench:
+	cd bench && ./run.sh
+
+bench-ipc:
+	cd bench && ./ipc.sh
+
+bench-reload:
+	cd bench && ./reload.sh
+
+clean:
+	rm -rf bin
