@@ -108,8 +108,9 @@ type slot struct {
 }
 
 type frameEvent struct {
-	w *worker
-	f wire.Frame
+	w    *worker
+	f    wire.Frame
+	done chan struct{} // closed once the supervisor has handled f
 }
 
 type supervisor struct {
@@ -197,6 +198,7 @@ func newSupervisor(cfg Config) (*supervisor, error) {
 		done:     make(chan struct{}),
 	}
 	s.resp.handler = cfg.OnRequest
+	s.routes.Store(new(map[int]*worker))
 	s.mode = cfg.Mode
 	if s.mode == ModeAuto {
 		s.mode = ModeInherit
@@ -373,6 +375,7 @@ func (s *supervisor) run(stop <-chan stopReq) error {
 	for _, sl := range s.slots {
 		s.start(sl, s.gen, false)
 	}
+	s.publishRoutes()
 	if s.cfg.HeartbeatTimeout > 0 {
 		s.every(s.cfg.HeartbeatInterval, s.heartbeat)
 	}
@@ -383,6 +386,7 @@ func (s *supervisor) run(stop <-chan stopReq) error {
 		select {
 		case ev := <-s.frames:
 			s.onFrame(ev.w, ev.f)
+			close(ev.done)
 		case w := <-s.exits:
 			s.onExit(w)
 		case f := <-s.calls:
@@ -531,17 +535,28 @@ func (s *supervisor) onWorkerFrame(w *worker, f wire.Frame) error {
 	case f.Type == wire.TypePong:
 		w.lastPong.Store(time.Now().UnixNano())
 		return nil
-	case f.Type == wire.TypeHello:
-		s.emit(Event{Type: EventOnline, Worker: w.info("online")})
-	case f.Type == wire.TypeReady:
-		s.emit(Event{Type: EventListening, Worker: w.info("listening"), Addr: string(f.Payload)})
-	case f.Type == wire.TypeFailed, f.Type == wire.TypeRecycle:
+	case f.Type == wire.TypeHello, f.Type == wire.TypeReady, f.Type == wire.TypeFailed, f.Type == wire.TypeRecycle:
 	default:
 		closeFDs(f.FDs)
 		return fmt.Errorf("%w: worker sent control frame %v, which only the parent sends", wire.ErrMalformed, f.Type)
 	}
 	closeFDs(f.FDs)
-	s.frames <- frameEvent{w, f}
+	// Hand the frame to the supervisor and wait until it is handled, so
+	// that the event below, the supervisor's state (Workers) and the
+	// worker's later messages come in that order.
+	done := make(chan struct{})
+	select {
+	case s.frames <- frameEvent{w, f, done}:
+		<-done
+	case <-s.done:
+		return nil
+	}
+	switch f.Type {
+	case wire.TypeHello:
+		s.emit(Event{Type: EventOnline, Worker: w.info("online")})
+	case wire.TypeReady:
+		s.emit(Event{Type: EventListening, Worker: w.info("listening"), Addr: string(f.Payload)})
+	}
 	return nil
 }
 
