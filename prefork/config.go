@@ -132,13 +132,13 @@ type Config struct {
 	// goroutine that reads that sender's channel: while it runs, further
 	// messages from the same sender wait (and, past the queue's bound, the
 	// sender gets ErrQueueFull). Nil drops messages.
-	OnMessage func(*Message)
+	OnMessage func(Message)
 
 	// OnRequest, if set, answers requests sent to this process with
 	// Request; each runs in a goroutine of its own. The returned bytes, or
 	// the error's text, go back to the requester. Nil answers every
 	// request with an error.
-	OnRequest func(*Message) ([]byte, error)
+	OnRequest func(Message) ([]byte, error)
 
 	// Logger receives the cluster's log records, with the keys worker,
 	// pid, gen, signal and err. Nil means slog.Default().

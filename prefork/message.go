@@ -44,7 +44,7 @@ type Message struct {
 }
 
 // Decode unmarshals the message's JSON payload into v.
-func (m *Message) Decode(v any) error {
+func (m Message) Decode(v any) error {
 	return json.Unmarshal(m.Data, v)
 }
 

@@ -45,7 +45,7 @@ func messengerMain([]string) int {
 	cfg := prefork.Config{
 		Addr:   "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		OnMessage: func(m *prefork.Message) {
+		OnMessage: func(m prefork.Message) {
 			for _, f := range m.Files {
 				f.Close()
 			}
@@ -58,7 +58,7 @@ func messengerMain([]string) int {
 			}
 			c.Send(prefork.Parent, fmt.Appendf(nil, "recv %d from %d %s", prefork.WorkerID(), m.From, m.Data))
 		},
-		OnRequest: func(m *prefork.Message) ([]byte, error) {
+		OnRequest: func(m prefork.Message) ([]byte, error) {
 			var cmd command
 			if err := m.Decode(&cmd); err != nil {
 				return m.Data, nil // not a command: echo
@@ -163,23 +163,23 @@ type inProcess struct {
 	c      *prefork.Cluster
 	done   chan error
 	events chan prefork.Event
-	msgs   chan *prefork.Message
+	msgs   chan prefork.Message
 }
 
 // startInProcess runs a parent here with n messenger workers and waits
 // until they are all listening. onMessage, if set, replaces the default
 // (collecting messages on ip.msgs).
-func startInProcess(t *testing.T, n int, onMessage func(*prefork.Message)) *inProcess {
+func startInProcess(t *testing.T, n int, onMessage func(prefork.Message)) *inProcess {
 	t.Helper()
 	t.Setenv(envHelper, "messenger")
 	ip := &inProcess{
 		t:      t,
 		done:   make(chan error, 1),
 		events: make(chan prefork.Event, 1024),
-		msgs:   make(chan *prefork.Message, 1<<16),
+		msgs:   make(chan prefork.Message, 1<<16),
 	}
 	if onMessage == nil {
-		onMessage = func(m *prefork.Message) { ip.msgs <- m }
+		onMessage = func(m prefork.Message) { ip.msgs <- m }
 	}
 	logOut := io.Discard
 	if testing.Verbose() {
@@ -192,7 +192,7 @@ func startInProcess(t *testing.T, n int, onMessage func(*prefork.Message)) *inPr
 		Logger:      slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnEvent:     func(ev prefork.Event) { ip.events <- ev },
 		OnMessage:   onMessage,
-		OnRequest: func(m *prefork.Message) ([]byte, error) {
+		OnRequest: func(m prefork.Message) ([]byte, error) {
 			return append([]byte("parent got "), m.Data...), nil
 		},
 	})
@@ -239,7 +239,7 @@ func (ip *inProcess) event(timeout time.Duration, what string, match func(prefor
 }
 
 // message returns the next message that match accepts.
-func (ip *inProcess) message(timeout time.Duration, what string, match func(*prefork.Message) bool) *prefork.Message {
+func (ip *inProcess) message(timeout time.Duration, what string, match func(prefork.Message) bool) prefork.Message {
 	ip.t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -250,6 +250,7 @@ func (ip *inProcess) message(timeout time.Duration, what string, match func(*pre
 			}
 		case <-deadline:
 			ip.t.Fatalf("no %s message within %v", what, timeout)
+			return prefork.Message{}
 		}
 	}
 }
@@ -270,7 +271,7 @@ func TestMessageOrdering(t *testing.T) {
 	next := make(map[int]uint64)
 	var bad []string
 	done := make(chan struct{})
-	ip := startInProcess(t, 2, func(m *prefork.Message) {
+	ip := startInProcess(t, 2, func(m prefork.Message) {
 		if len(m.Data) != 8 {
 			return
 		}
@@ -312,11 +313,11 @@ func TestMessageOrdering(t *testing.T) {
 // requests go through the parent.
 func TestRelayAndBroadcast(t *testing.T) {
 	ip := startInProcess(t, 3, nil)
-	report := func(m *prefork.Message) string { return string(m.Data) }
+	report := func(m prefork.Message) string { return string(m.Data) }
 	collect := func(k int) map[string]int {
 		got := make(map[string]int)
 		for range k {
-			got[report(ip.message(10*time.Second, "report", func(*prefork.Message) bool { return true }))]++
+			got[report(ip.message(10*time.Second, "report", func(prefork.Message) bool { return true }))]++
 		}
 		return got
 	}
@@ -405,7 +406,7 @@ func TestMessageToDeadWorker(t *testing.T) {
 // A worker hands the parent a pipe's write end; what the parent writes
 // into it comes out of the worker's read end.
 func TestDescriptorPassing(t *testing.T) {
-	ip := startInProcess(t, 1, func(m *prefork.Message) {
+	ip := startInProcess(t, 1, func(m prefork.Message) {
 		for _, f := range m.Files {
 			f.WriteString("written by the parent")
 			f.Close()

@@ -102,7 +102,7 @@ func addrName(id int) string {
 // handler may itself send a request), and waits for them on close.
 type responder struct {
 	wg      sync.WaitGroup
-	handler func(*Message) ([]byte, error)
+	handler func(Message) ([]byte, error)
 }
 
 // serve answers the request f through reply.
@@ -124,9 +124,10 @@ func (rs *responder) serve(f wire.Frame, self int, send func(*wire.Frame) error)
 }
 
 // message turns a received user frame into a Message; its descriptors
-// become the receiver's files.
-func message(f *wire.Frame) *Message {
-	m := &Message{From: int(f.From), Data: f.Payload}
+// become the receiver's files. A Message is passed by value: with the
+// payload Recv allocates, a message costs one allocation to receive.
+func message(f *wire.Frame) Message {
+	m := Message{From: int(f.From), Data: f.Payload}
 	for _, fd := range f.FDs {
 		m.Files = append(m.Files, os.NewFile(uintptr(fd), "forkline-message-file"))
 	}
@@ -140,26 +141,26 @@ func closeFDs(fds []int) {
 }
 
 // userFrame builds the frame of a user message or request, with duplicates
-// of files' descriptors; release closes them once the frame is queued (the
-// queue holds its own duplicates).
-func userFrame(typ wire.Type, from, to int, data []byte, files []syscall.Conn, max int) (f *wire.Frame, release func(), err error) {
+// of files' descriptors in f.FDs: the caller closes them once the frame is
+// queued (the queue holds its own duplicates). Without files it allocates
+// nothing.
+func userFrame(typ wire.Type, from, to int, data []byte, files []syscall.Conn, max int) (f wire.Frame, err error) {
 	if len(data) > max {
-		return nil, nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(data), max)
+		return f, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(data), max)
 	}
 	if len(files) > wire.MaxFDs {
-		return nil, nil, fmt.Errorf("%w: %d files, the limit is %d", ErrTooLarge, len(files), wire.MaxFDs)
+		return f, fmt.Errorf("%w: %d files, the limit is %d", ErrTooLarge, len(files), wire.MaxFDs)
 	}
-	f = &wire.Frame{Type: typ, From: uint32(from), To: uint32(int32(to)), Payload: data}
-	release = func() { closeFDs(f.FDs) }
+	f = wire.Frame{Type: typ, From: uint32(from), To: uint32(int32(to)), Payload: data}
 	for _, c := range files {
 		fd, err := rawDup(c)
 		if err != nil {
-			release()
-			return nil, nil, fmt.Errorf("prefork: file to send: %w", err)
+			closeFDs(f.FDs)
+			return wire.Frame{}, fmt.Errorf("prefork: file to send: %w", err)
 		}
 		f.FDs = append(f.FDs, fd)
 	}
-	return f, release, nil
+	return f, nil
 }
 
 // sendErr turns a wire error into the package's.

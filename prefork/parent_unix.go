@@ -1140,16 +1140,16 @@ func (s *supervisor) send(to int, data []byte, files []syscall.Conn) error {
 	if to == Parent {
 		return errors.New("prefork: the parent cannot send to itself")
 	}
-	f, release, err := userFrame(wire.TypeUser, Parent, to, data, files, s.cfg.MaxMessageSize)
+	f, err := userFrame(wire.TypeUser, Parent, to, data, files, s.cfg.MaxMessageSize)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer closeFDs(f.FDs)
 	routes := *s.routes.Load()
 	if to == All {
 		var errs []error
 		for id, w := range routes {
-			if err := w.conn.Send(f); err != nil {
+			if err := w.conn.Send(&f); err != nil {
 				errs = append(errs, sendErr(id, err))
 			}
 		}
@@ -1159,25 +1159,24 @@ func (s *supervisor) send(to int, data []byte, files []syscall.Conn) error {
 	if w == nil {
 		return fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
 	}
-	return sendErr(to, w.conn.Send(f))
+	return sendErr(to, w.conn.Send(&f))
 }
 
 func (s *supervisor) request(ctx context.Context, to int, data []byte) ([]byte, error) {
 	if to == Parent || to == All {
 		return nil, fmt.Errorf("prefork: the parent can only send requests to one worker, not %s", addrName(to))
 	}
-	f, release, err := userFrame(wire.TypeRequest, Parent, to, data, nil, s.cfg.MaxMessageSize)
+	f, err := userFrame(wire.TypeRequest, Parent, to, data, nil, s.cfg.MaxMessageSize)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
 	return s.reqs.do(ctx, func(id uint64) error {
 		w := (*s.routes.Load())[to]
 		if w == nil {
 			return fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
 		}
 		f.ID = id
-		return sendErr(to, w.conn.Send(f))
+		return sendErr(to, w.conn.Send(&f))
 	})
 }
 

@@ -220,12 +220,13 @@ func (wk *workerSide) send(to int, data []byte, files []syscall.Conn) error {
 	if err := wk.check(to); err != nil {
 		return err
 	}
-	f, release, err := userFrame(wire.TypeUser, wk.id, to, data, files, wk.cfg.MaxMessageSize)
+	f, err := userFrame(wire.TypeUser, wk.id, to, data, files, wk.cfg.MaxMessageSize)
 	if err != nil {
 		return err
 	}
-	defer release()
-	return sendErr(to, wk.conn.Send(f))
+	err = sendErr(to, wk.conn.Send(&f))
+	closeFDs(f.FDs)
+	return err
 }
 
 func (wk *workerSide) request(ctx context.Context, to int, data []byte) ([]byte, error) {
@@ -235,14 +236,13 @@ func (wk *workerSide) request(ctx context.Context, to int, data []byte) ([]byte,
 	if err := wk.check(to); err != nil {
 		return nil, err
 	}
-	f, release, err := userFrame(wire.TypeRequest, wk.id, to, data, nil, wk.cfg.MaxMessageSize)
+	f, err := userFrame(wire.TypeRequest, wk.id, to, data, nil, wk.cfg.MaxMessageSize)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
 	return wk.reqs.do(ctx, func(id uint64) error {
 		f.ID = id
-		return sendErr(to, wk.conn.Send(f))
+		return sendErr(to, wk.conn.Send(&f))
 	})
 }
 
