@@ -48,6 +48,10 @@ func helloMain(args []string) int {
 	fs.TextVar(&cfg.Mode, "mode", prefork.ModeAuto, "")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", 10*time.Second, "")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 0, "")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 0, "")
+	fs.IntVar(&cfg.MaxRequests, "max-requests", 0, "")
+	fs.IntVar(&cfg.MaxRequestsJitter, "max-requests-jitter", 0, "")
+	fs.Int64Var(&cfg.MaxMemory, "max-memory", 0, "")
 	failStart := fs.Bool("fail-start", false, "every worker fails before serving")
 	if err := fs.Parse(args); err != nil {
 		return 2
