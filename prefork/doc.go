@@ -48,9 +48,10 @@
 //
 // The parent handles signals as package signals describes: SIGHUP reloads,
 // SIGTERM and SIGINT stop gracefully (a second SIGINT stops at once), SIGQUIT
-// stops at once, SIGTTIN and SIGTTOU add or remove a worker. Workers ignore
-// SIGINT, SIGHUP, SIGTTIN and SIGTTOU (a ^C at a terminal reaches the whole
-// process group; the parent decides) and drain on SIGTERM.
+// stops at once, SIGTTIN and SIGTTOU add or remove a worker. Workers run in
+// process groups of their own, so that a signal to the parent's group (a ^C
+// at a terminal) reaches the parent only: the parent decides. Workers ignore
+// SIGINT, SIGHUP, SIGTTIN and SIGTTOU and drain on SIGTERM.
 //
 // # Platforms
 //

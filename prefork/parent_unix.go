@@ -808,6 +808,8 @@ func (s *supervisor) reload(ctx context.Context) error {
 	select {
 	case err := <-done:
 		return err
+	case <-s.done:
+		return ErrServerClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -910,7 +912,14 @@ func (s *supervisor) finishReload(err error) {
 // startPendingReload starts the reload that requests coalesced into while
 // another reload (or the first start) was running.
 func (s *supervisor) startPendingReload() {
-	if !s.againPending || s.stopping {
+	if s.stopping {
+		for _, done := range s.reloadAgain {
+			done <- ErrServerClosed
+		}
+		s.reloadAgain, s.againPending = nil, false
+		return
+	}
+	if !s.againPending {
 		return
 	}
 	s.againPending = false

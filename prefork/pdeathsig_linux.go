@@ -2,9 +2,10 @@ package prefork
 
 import "syscall"
 
-// sysProcAttr asks Linux to send SIGTERM to a worker when the parent dies,
-// as well as the EOF on its channel that every platform has. The worker
+// sysProcAttr puts each worker in a process group of its own (see
+// spawn_unix.go) and asks Linux to send it SIGTERM when the parent dies, as
+// well as the EOF on its channel that every platform has. The worker
 // treats a SIGTERM whose parent is gone as "parent died".
 func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 }

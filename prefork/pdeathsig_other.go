@@ -4,6 +4,7 @@ package prefork
 
 import "syscall"
 
-// sysProcAttr has nothing to add here: a worker learns of its parent's death
-// by EOF on its channel.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+// sysProcAttr puts each worker in a process group of its own (see
+// spawn_unix.go); a worker learns of its parent's death by EOF on its
+// channel.
+func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

@@ -7,6 +7,13 @@ import (
 	"runtime"
 )
 
+// Workers run in process groups of their own. A signal sent to the parent's
+// group (a ^C at a terminal, kill -HUP -PGID, SIGTTIN from a job-control
+// shell) would otherwise also reach workers, and one that arrives while a
+// worker starts, before its runtime has set up its handlers, takes the
+// default action: SIGHUP and SIGINT end it, SIGTTIN stops it. The parent
+// alone decides what a signal means for the cluster.
+//
 // spawner starts every worker from one goroutine locked to its OS thread.
 // On Linux a child's parent-death signal fires when the thread that forked
 // it exits, not the process (golang/go#27505); forking from a thread that

@@ -117,10 +117,11 @@ func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
 		}
 	}()
 
-	// Signals: the parent speaks for the cluster. A ^C at a terminal, or a
-	// HUP/TTIN/TTOU sent to the process group, reaches every worker too:
-	// workers ignore them and wait for the parent's word. SIGTERM (sent by
-	// systemd to the whole cgroup, or by Linux when the parent dies) drains.
+	// Signals: the parent speaks for the cluster, and workers run in process
+	// groups of their own, so a ^C at a terminal does not reach them. Should
+	// a HUP, INT, TTIN or TTOU reach a worker anyway, it is ignored. SIGTERM
+	// (sent by systemd to the whole cgroup, or by Linux when the parent
+	// dies) drains.
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)

@@ -1,0 +1,694 @@
+package prefork_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/forkline/forkline/prefork"
+)
+
+// TestScaleDownMigration measures what net.ipv4.tcp_migrate_req does to a
+// scale-down in reuseport mode. SetWorkers(n-1) closes the parent's copy of
+// the highest slot's socket and drains that slot's worker, whose close is
+// the socket's last: connections still in its accept queue then are reset
+// (tcp_migrate_req=0) or handed to the other slots' sockets (=1).
+//
+// The sysctl is per network namespace, so the test never touches the
+// machine's: it creates a namespace per setting, sets the sysctl there and
+// runs the "scale-migrate" helper inside it. The helper is the parent
+// (in-process, so it can call SetWorkers and see events), runs the load
+// clients itself, and prints its figures as one JSON line.
+//
+// Connections are made to queue on the leaving socket in two ways (see
+// scaleMigrateMain): "gate" holds the leaving worker's accept loop, so its
+// whole queue is there when it closes the socket; "sigstop" stops the
+// worker of Cluster.Run, whose own drain then races its last accepts.
+//
+// With tcp_migrate_req=1 the test asserts that no request failed. With =0
+// the count is the measurement and is only logged.
+func TestScaleDownMigration(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	ipCmd, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("needs ip(8) to create a network namespace")
+	}
+	sysctlCmd, err := exec.LookPath("sysctl")
+	if err != nil {
+		t.Skip("needs sysctl(8) to set tcp_migrate_req in the namespace")
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err != nil {
+		t.Skip("the kernel has no net.ipv4.tcp_migrate_req (Linux 5.14+)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const clients = 32
+	holds := []struct {
+		name  string
+		queue int // accept queue to wait for on the leaving socket
+	}{
+		// Every client ends up queued on the held socket: nothing else
+		// can arrive, so the queue at close is exactly this.
+		{"gate", clients},
+		// A stopped worker may hold an accepted connection it has not
+		// answered, so not every client can be queued.
+		{"sigstop", clients * 3 / 4},
+	}
+	reports := make(map[string]scaleReport)
+	for _, migrate := range []int{0, 1} {
+		t.Run(fmt.Sprintf("tcp_migrate_req=%d", migrate), func(t *testing.T) {
+			ns := newScaleNetns(t, ipCmd)
+			scaleRun(t, ipCmd, "netns", "exec", ns, sysctlCmd, "-q", "-w", fmt.Sprintf("net.ipv4.tcp_migrate_req=%d", migrate))
+			for _, h := range holds {
+				t.Run(h.name, func(t *testing.T) {
+					rep := runScaleHelper(t, ipCmd, ns, exe,
+						"-hold="+h.name, "-workers=4", "-clients="+strconv.Itoa(clients),
+						"-rounds=3", "-queue="+strconv.Itoa(h.queue), "-watchdog=20s")
+					if rep.Migrate != migrate {
+						t.Fatalf("the helper read tcp_migrate_req=%d in %s, want %d", rep.Migrate, ns, migrate)
+					}
+					for i, r := range rep.Rounds {
+						t.Logf("round %d: queued %d, failed %d of %d requests %v; kernel: %d migrated, %d migrations failed, %d RSTs sent; %d ms",
+							i+1, r.Queued, r.Failed, r.Requests, r.Errors, r.Migrated, r.MigrateFailed, r.OutRsts, r.MS)
+					}
+					if got, want := rep.Warned, migrate == 0; got != want {
+						t.Errorf("the parent logged the tcp_migrate_req warning: %v, want %v", got, want)
+					}
+					if migrate == 1 {
+						for i, r := range rep.Rounds {
+							if r.Failed > 0 {
+								t.Errorf("round %d: %d of %d requests failed with tcp_migrate_req=1 (%v), want none: %d queued",
+									i+1, r.Failed, r.Requests, r.Errors, r.Queued)
+							}
+						}
+					}
+					reports[fmt.Sprintf("%s/%d", h.name, migrate)] = rep
+				})
+			}
+		})
+	}
+	for _, h := range holds {
+		r0, ok0 := reports[h.name+"/0"]
+		r1, ok1 := reports[h.name+"/1"]
+		if ok0 && ok1 {
+			t.Logf("%s: scale-down with tcp_migrate_req=0: %s; =1: %s", h.name, r0.summary(), r1.summary())
+		}
+	}
+}
+
+// newScaleNetns creates a network namespace with its loopback up, and
+// deletes it when the test ends.
+func newScaleNetns(t *testing.T, ipCmd string) string {
+	t.Helper()
+	name := fmt.Sprintf("forkline-%d-%d", os.Getpid(), scaleNetnsSeq.Add(1))
+	if out, err := exec.Command(ipCmd, "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command(ipCmd, "netns", "delete", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
+		}
+	})
+	scaleRun(t, ipCmd, "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+var scaleNetnsSeq atomic.Int32
+
+func scaleRun(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// runScaleHelper runs the scale-migrate helper in ns and returns its report.
+func runScaleHelper(t *testing.T, ipCmd, ns, exe string, args ...string) scaleReport {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ipCmd, append([]string{"netns", "exec", ns, exe}, args...)...)
+	// A race-enabled worker sleeps 1 s in os.Exit by default: the leaving
+	// worker's exit is what a round waits for.
+	cmd.Env = append(os.Environ(), envHelper+"=scale-migrate",
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("scale-migrate helper in %s: %v\nstdout:\n%s\nstderr:\n%s", ns, err, &stdout, &stderr)
+	}
+	var rep scaleReport
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+		t.Fatalf("scale-migrate helper in %s: no report: %v\nstdout:\n%s\nstderr:\n%s", ns, err, &stdout, &stderr)
+	}
+	if len(rep.Rounds) == 0 {
+		t.Fatalf("scale-migrate helper in %s: no round in report %s", ns, lines[len(lines)-1])
+	}
+	return rep
+}
+
+// scaleReport is what the scale-migrate helper prints, as one JSON line.
+type scaleReport struct {
+	Migrate   int          `json:"migrate"` // tcp_migrate_req in the helper's namespace
+	Workers   int          `json:"workers"`
+	Clients   int          `json:"clients"`
+	Rounds    []scaleRound `json:"rounds"`
+	Warned    bool         `json:"warned"` // the parent warned that tcp_migrate_req is 0
+	ElapsedMS int64        `json:"elapsed_ms"`
+}
+
+// scaleRound is one scale-down from Workers to Workers-1.
+type scaleRound struct {
+	// Queued is the accept queue of the leaving slot's socket after
+	// SetWorkers returned (the parent's copy closed, the worker stopped).
+	Queued   int            `json:"queued"`
+	Requests int            `json:"requests"` // requests started during the round
+	Failed   int            `json:"failed"`
+	Errors   map[string]int `json:"errors,omitempty"` // failures by kind
+
+	// Kernel counters of the namespace, over the round.
+	Migrated      int64 `json:"migrated"`       // TcpExt TCPMigrateReqSuccess
+	MigrateFailed int64 `json:"migrate_failed"` // TcpExt TCPMigrateReqFailure
+	OutRsts       int64 `json:"out_rsts"`       // Tcp OutRsts
+	MS            int64 `json:"ms"`
+}
+
+// summary is "N lost of M queued (a+b+c of x+y+z)".
+func (r scaleReport) summary() string {
+	var lost, queued []string
+	var sumLost, sumQueued int
+	for _, rd := range r.Rounds {
+		lost = append(lost, strconv.Itoa(rd.Failed))
+		queued = append(queued, strconv.Itoa(rd.Queued))
+		sumLost += rd.Failed
+		sumQueued += rd.Queued
+	}
+	return fmt.Sprintf("%d lost of %d queued over %d scale-downs (%s of %s)",
+		sumLost, sumQueued, len(r.Rounds), strings.Join(lost, "+"), strings.Join(queued, "+"))
+}
+
+func init() { helpers["scale-migrate"] = scaleMigrateMain }
+
+// scaleMigrateMain is the parent of a cluster and its own load, run inside
+// a network namespace. It also runs as every worker of that cluster: a
+// hello server.
+//
+// Each round makes connections queue on the highest slot's socket and then
+// removes that slot. The leaving worker is stopped with SIGSTOP until its
+// socket's accept queue holds -queue connections; SetWorkers(n-1) then
+// closes the parent's copy and sends the drain while the worker is still
+// stopped, so the drain is waiting in its channel when SIGCONT lets it run.
+// (SIGCONT before SetWorkers would let the worker accept its whole queue in
+// the time SetWorkers takes, and there would be nothing left to measure.)
+// The worker then closes its listener, the socket's last descriptor, with
+// what remains queued; any accepts its server makes before the drain
+// reaches it are served, not lost. The slot is added back before the next
+// round. Requests are counted per round; clients only run during rounds.
+func scaleMigrateMain(args []string) int {
+	fs := flag.NewFlagSet("scale-migrate", flag.ContinueOnError)
+	workers := fs.Int("workers", 4, "workers to start with; each round removes the highest and adds it back")
+	clients := fs.Int("clients", 32, "concurrent clients, one fresh connection per request")
+	rounds := fs.Int("rounds", 3, "scale-downs")
+	queue := fs.Int("queue", 24, "accept-queue length on the leaving socket to wait for before the scale-down")
+	watchdog := fs.Duration("watchdog", 20*time.Second, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+
+	var logs scaleLogBuffer
+	events := make(chan prefork.Event, 1024)
+	c := prefork.New(prefork.Config{
+		Addr:        "127.0.0.1:0",
+		Workers:     *workers,
+		Mode:        prefork.ModeReusePort,
+		StopTimeout: 5 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, &logs), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		OnEvent:     func(ev prefork.Event) { events <- ev },
+	})
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Hello from worker=%d pid=%d\n", prefork.WorkerID(), os.Getpid())
+	})
+	if prefork.IsWorker() {
+		if err := c.Run(hello); err != nil {
+			fmt.Fprintln(os.Stderr, "scale-migrate worker:", err)
+			return 1
+		}
+		return 0
+	}
+
+	start := time.Now()
+	migrate, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scale-migrate:", err)
+		return 1
+	}
+	rep := scaleReport{Workers: *workers, Clients: *clients}
+	rep.Migrate, _ = strconv.Atoi(strings.TrimSpace(string(migrate)))
+
+	d := &scaleDriver{
+		c:        c,
+		events:   events,
+		runDone:  make(chan struct{}),
+		deadline: time.Now().Add(*watchdog),
+		load:     newScaleLoad(),
+	}
+	go func() {
+		d.runErr = c.Run(hello)
+		close(d.runDone)
+	}()
+	err = d.drive(&rep, *workers, *clients, *rounds, *queue)
+
+	// Stop the cluster whatever happened, and wait for it.
+	ctx, cancel := context.WithDeadline(context.Background(), d.deadline.Add(5*time.Second))
+	defer cancel()
+	if serr := c.Shutdown(ctx); serr != nil && err == nil {
+		err = fmt.Errorf("shutdown: %w", serr)
+	}
+	<-d.runDone
+	if d.runErr != nil && !errors.Is(d.runErr, prefork.ErrServerClosed) && err == nil {
+		err = fmt.Errorf("run: %w", d.runErr)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scale-migrate:", err)
+		return 1
+	}
+	rep.Warned = strings.Contains(logs.String(), "tcp_migrate_req is 0")
+	rep.ElapsedMS = time.Since(start).Milliseconds()
+	out, _ := json.Marshal(rep)
+	fmt.Printf("%s\n", out)
+	return 0
+}
+
+// scaleDriver is the helper's parent side.
+type scaleDriver struct {
+	c        *prefork.Cluster
+	events   chan prefork.Event
+	runDone  chan struct{} // closed when Run has returned runErr
+	runErr   error
+	deadline time.Time // the watchdog
+	load     *scaleLoad
+	addr     string
+	port     int
+}
+
+func (d *scaleDriver) drive(rep *scaleReport, workers, clients, rounds, queue int) error {
+	for seen := map[int]bool{}; len(seen) < workers; {
+		ev, err := d.event("the first workers listening", func(ev prefork.Event) bool { return ev.Type == prefork.EventListening })
+		if err != nil {
+			return err
+		}
+		seen[ev.Worker.ID] = true
+		d.addr = ev.Addr
+	}
+	_, port, err := net.SplitHostPort(d.addr)
+	if err != nil {
+		return err
+	}
+	d.port, _ = strconv.Atoi(port)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	for range clients {
+		wg.Go(func() {
+			for {
+				r := d.load.begin(ctx)
+				if r == nil {
+					return
+				}
+				r.end(scaleGet(d.addr, 5*time.Second))
+			}
+		})
+	}
+
+	for i := range rounds {
+		r, err := d.scaleDown(workers, queue)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", i+1, err)
+		}
+		rep.Rounds = append(rep.Rounds, r)
+		if err := d.c.SetWorkers(workers); err != nil {
+			return fmt.Errorf("round %d: scaling back up: %w", i+1, err)
+		}
+		if _, err := d.event(fmt.Sprintf("worker %d listening again", workers), func(ev prefork.Event) bool {
+			return ev.Type == prefork.EventListening && ev.Worker.ID == workers
+		}); err != nil {
+			return fmt.Errorf("round %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// scaleDown runs one round: it removes slot n (of n) with connections
+// queued on its socket, and counts what the clients saw.
+func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
+	var leaving prefork.WorkerInfo
+	for _, w := range d.c.Workers() {
+		if w.ID == n && w.State == "listening" {
+			leaving = w
+		}
+	}
+	if leaving.PID == 0 {
+		return res, fmt.Errorf("no listening worker in slot %d: %+v", n, d.c.Workers())
+	}
+	inode, err := scaleListenInode(leaving.PID, d.port)
+	if err != nil {
+		return res, err
+	}
+	before, err := scaleNetCounters()
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	r := d.load.open()
+	closed := false
+	defer func() {
+		if !closed {
+			d.load.close(r)
+		}
+	}()
+
+	if err := syscall.Kill(leaving.PID, syscall.SIGSTOP); err != nil {
+		return res, fmt.Errorf("SIGSTOP worker %d: %w", leaving.PID, err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			syscall.Kill(leaving.PID, syscall.SIGCONT)
+		}
+	}()
+	// Poll the kernel's count: nothing else says when connections queue.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	watchdog := time.NewTimer(time.Until(d.deadline))
+	defer watchdog.Stop()
+	for {
+		q, err := scaleAcceptQueue(inode)
+		if err != nil {
+			return res, err
+		}
+		if q >= queue {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-watchdog.C:
+			return res, fmt.Errorf("accept queue of slot %d still %d, want %d", n, q, queue)
+		}
+	}
+	if err := d.c.SetWorkers(n - 1); err != nil {
+		return res, err
+	}
+	if res.Queued, err = scaleAcceptQueue(inode); err != nil {
+		return res, fmt.Errorf("after SetWorkers(%d): %w", n-1, err)
+	}
+	if err := syscall.Kill(leaving.PID, syscall.SIGCONT); err != nil {
+		return res, fmt.Errorf("SIGCONT worker %d: %w", leaving.PID, err)
+	}
+	stopped = false
+	ev, err := d.event(fmt.Sprintf("exit of worker %d (pid %d)", n, leaving.PID), func(ev prefork.Event) bool {
+		return ev.Type == prefork.EventExit && ev.Worker.PID == leaving.PID
+	})
+	if err != nil {
+		return res, err
+	}
+	if !ev.Asked || ev.Err != nil {
+		return res, fmt.Errorf("leaving worker's exit: asked %v, err %v, want asked and no error", ev.Asked, ev.Err)
+	}
+	d.load.close(r) // waits for the round's requests to end
+	closed = true
+	after, err := scaleNetCounters()
+	if err != nil {
+		return res, err
+	}
+	res.Requests, res.Failed, res.Errors = r.requests, r.failed, r.errs
+	res.Migrated = after["TcpExt.TCPMigrateReqSuccess"] - before["TcpExt.TCPMigrateReqSuccess"]
+	res.MigrateFailed = after["TcpExt.TCPMigrateReqFailure"] - before["TcpExt.TCPMigrateReqFailure"]
+	res.OutRsts = after["Tcp.OutRsts"] - before["Tcp.OutRsts"]
+	res.MS = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+// event returns the next event match accepts, or an error when the cluster
+// stops or the watchdog fires first.
+func (d *scaleDriver) event(what string, match func(prefork.Event) bool) (prefork.Event, error) {
+	watchdog := time.NewTimer(time.Until(d.deadline))
+	defer watchdog.Stop()
+	for {
+		select {
+		case ev := <-d.events:
+			if match(ev) {
+				return ev, nil
+			}
+		case <-d.runDone:
+			return prefork.Event{}, fmt.Errorf("cluster stopped while waiting for %s: %v", what, d.runErr)
+		case <-watchdog.C:
+			return prefork.Event{}, fmt.Errorf("watchdog: no %s", what)
+		}
+	}
+}
+
+// scaleLoad counts the clients' requests by round. Between rounds the
+// clients wait, so every request of a round starts and ends in it.
+type scaleLoad struct {
+	mu    sync.Mutex
+	round *scaleTally   // the open round; nil between rounds
+	wake  chan struct{} // closed when a round opens
+}
+
+type scaleTally struct {
+	load     *scaleLoad
+	inflight sync.WaitGroup
+	requests int
+	failed   int
+	errs     map[string]int
+}
+
+func newScaleLoad() *scaleLoad {
+	return &scaleLoad{wake: make(chan struct{})}
+}
+
+// begin waits for an open round and counts a request in it; nil when ctx
+// ends first.
+func (l *scaleLoad) begin(ctx context.Context) *scaleTally {
+	for {
+		l.mu.Lock()
+		if r := l.round; r != nil {
+			r.inflight.Add(1)
+			l.mu.Unlock()
+			return r
+		}
+		wake := l.wake
+		l.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (r *scaleTally) end(err error) {
+	r.load.mu.Lock()
+	r.requests++
+	if err != nil {
+		r.failed++
+		r.errs[scaleErrKind(err)]++
+	}
+	r.load.mu.Unlock()
+	r.inflight.Done()
+}
+
+func (l *scaleLoad) open() *scaleTally {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := &scaleTally{load: l, errs: map[string]int{}}
+	l.round = r
+	close(l.wake)
+	return r
+}
+
+// close ends the round and waits for its requests; each is bounded by its
+// own timeout.
+func (l *scaleLoad) close(r *scaleTally) {
+	l.mu.Lock()
+	l.round = nil
+	l.wake = make(chan struct{})
+	l.mu.Unlock()
+	r.inflight.Wait() // every Add happened under mu, before round was nil
+}
+
+// scaleGet makes one request on a fresh connection.
+func scaleGet(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(deadline)
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: forkline\r\nConnection: close\r\n\r\n"); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(body, []byte("Hello from")) {
+		return fmt.Errorf("answer %d %q", resp.StatusCode, body)
+	}
+	return nil
+}
+
+// scaleErrKind names a failure: where it happened and why.
+func scaleErrKind(err error) string {
+	where, _, _ := strings.Cut(err.Error(), ":")
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		return where + ": reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return where + ": refused"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return where + ": eof"
+	case errors.As(err, &ne) && ne.Timeout():
+		return where + ": timeout"
+	}
+	return err.Error()
+}
+
+// scaleListenInode returns the inode of the listening socket on port that
+// process pid holds (a worker holds its slot's socket only).
+func scaleListenInode(pid, port int) (string, error) {
+	listening := make(map[string]bool)
+	for _, s := range scaleProcNetTCP() {
+		if s.listen && s.port == port {
+			listening[s.inode] = true
+		}
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		link, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok && listening[strings.TrimSuffix(ino, "]")] {
+			return strings.TrimSuffix(ino, "]"), nil
+		}
+	}
+	return "", fmt.Errorf("process %d holds no listening socket on port %d", pid, port)
+}
+
+// scaleAcceptQueue returns the accept-queue length of the listening socket
+// inode: /proc/net/tcp's rx_queue for a LISTEN socket.
+func scaleAcceptQueue(inode string) (int, error) {
+	for _, s := range scaleProcNetTCP() {
+		if s.inode == inode {
+			return s.rxQueue, nil
+		}
+	}
+	return 0, fmt.Errorf("listening socket %s is gone", inode)
+}
+
+type scaleSocket struct {
+	port    int
+	listen  bool
+	rxQueue int
+	inode   string
+}
+
+func scaleProcNetTCP() []scaleSocket {
+	data, _ := os.ReadFile("/proc/net/tcp") // this process's namespace
+	var out []scaleSocket
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		_, portHex, _ := strings.Cut(f[1], ":")
+		port, _ := strconv.ParseInt(portHex, 16, 32)
+		_, rxHex, _ := strings.Cut(f[4], ":")
+		rx, _ := strconv.ParseInt(rxHex, 16, 64)
+		out = append(out, scaleSocket{port: int(port), listen: f[3] == "0A", rxQueue: int(rx), inode: f[9]})
+	}
+	return out
+}
+
+// scaleNetCounters reads this namespace's TCP counters, as "TcpExt.Name"
+// and "Tcp.Name" (what nstat shows).
+func scaleNetCounters() (map[string]int64, error) {
+	m := make(map[string]int64)
+	for _, file := range []string{"/proc/net/netstat", "/proc/net/snmp"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		for i := 0; i+1 < len(lines); i += 2 {
+			names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			if len(names) != len(values) || len(names) == 0 || names[0] != values[0] {
+				return nil, fmt.Errorf("%s: unexpected lines %q, %q", file, lines[i], lines[i+1])
+			}
+			group := strings.TrimSuffix(names[0], ":")
+			for j := 1; j < len(names); j++ {
+				v, _ := strconv.ParseInt(values[j], 10, 64)
+				m[group+"."+names[j]] = v
+			}
+		}
+	}
+	return m, nil
+}
+
+// scaleLogBuffer keeps the parent's log records, to look for a warning.
+type scaleLogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *scaleLogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *scaleLogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
