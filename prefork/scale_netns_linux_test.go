@@ -173,6 +173,7 @@ func runScaleHelper(t *testing.T, ipCmd, ns, exe string, args ...string) scaleRe
 
 // scaleReport is what the scale-migrate helper prints, as one JSON line.
 type scaleReport struct {
+	Hold      string       `json:"hold"`    // how the leaving worker was kept from accepting
 	Migrate   int          `json:"migrate"` // tcp_migrate_req in the helper's namespace
 	Workers   int          `json:"workers"`
 	Clients   int          `json:"clients"`
@@ -183,14 +184,17 @@ type scaleReport struct {
 
 // scaleRound is one scale-down from Workers to Workers-1.
 type scaleRound struct {
-	// Queued is the accept queue of the leaving slot's socket after
-	// SetWorkers returned (the parent's copy closed, the worker stopped).
+	// Queued is the accept queue of the leaving slot's socket as the
+	// scale-down starts: with -hold=gate, just before SetWorkers (with
+	// every client queued there, it is also the queue at close); with
+	// -hold=sigstop, after SetWorkers and before SIGCONT.
 	Queued   int            `json:"queued"`
 	Requests int            `json:"requests"` // requests started during the round
 	Failed   int            `json:"failed"`
 	Errors   map[string]int `json:"errors,omitempty"` // failures by kind
 
-	// Kernel counters of the namespace, over the round.
+	// Kernel counters of the namespace over the round: what the socket
+	// still had queued when it closed was migrated (=1) or reset (=0).
 	Migrated      int64 `json:"migrated"`       // TcpExt TCPMigrateReqSuccess
 	MigrateFailed int64 `json:"migrate_failed"` // TcpExt TCPMigrateReqFailure
 	OutRsts       int64 `json:"out_rsts"`       // Tcp OutRsts
@@ -214,33 +218,50 @@ func (r scaleReport) summary() string {
 func init() { helpers["scale-migrate"] = scaleMigrateMain }
 
 // scaleMigrateMain is the parent of a cluster and its own load, run inside
-// a network namespace. It also runs as every worker of that cluster: a
-// hello server.
+// a network namespace. It also runs as every worker of that cluster.
 //
 // Each round makes connections queue on the highest slot's socket and then
-// removes that slot. The leaving worker is stopped with SIGSTOP until its
-// socket's accept queue holds -queue connections; SetWorkers(n-1) then
-// closes the parent's copy and sends the drain while the worker is still
-// stopped, so the drain is waiting in its channel when SIGCONT lets it run.
-// (SIGCONT before SetWorkers would let the worker accept its whole queue in
-// the time SetWorkers takes, and there would be nothing left to measure.)
-// The worker then closes its listener, the socket's last descriptor, with
-// what remains queued; any accepts its server makes before the drain
-// reaches it are served, not lost. The slot is added back before the next
-// round. Requests are counted per round; clients only run during rounds.
+// removes that slot with SetWorkers(n-1), which closes the parent's copy
+// and drains the worker; the worker's close of its listener is the
+// socket's last, and what is queued then is what tcp_migrate_req governs.
+// The slot is added back before the next round. Clients run only during
+// rounds, so every request is counted in the round it started in.
+//
+// -hold says how the leaving worker is kept from accepting:
+//
+//   - gate: workers serve HTTP from a ServeFunc whose listener stops
+//     calling Accept once the parent's Request "hold" has been answered (at
+//     most the one Accept already waiting completes). Connections queue
+//     until every client is stuck on the socket; then SetWorkers. The
+//     worker's drain closes the listener without another Accept, so the
+//     whole queue meets the close: the measure is exact.
+//   - sigstop: workers run Cluster.Run, the product's own drain. The
+//     leaving worker is stopped with SIGSTOP until -queue connections
+//     wait; SetWorkers then runs while it is still stopped, so the drain is
+//     already in its channel when SIGCONT lets it run. (SIGCONT first would
+//     let it accept its whole queue in the time SetWorkers takes.) Even so,
+//     its server's accept loop wakes with the drain and accepts until the
+//     drain closes the listener: those are served, only the rest is lost.
 func scaleMigrateMain(args []string) int {
 	fs := flag.NewFlagSet("scale-migrate", flag.ContinueOnError)
+	hold := fs.String("hold", "gate", "gate or sigstop")
 	workers := fs.Int("workers", 4, "workers to start with; each round removes the highest and adds it back")
 	clients := fs.Int("clients", 32, "concurrent clients, one fresh connection per request")
 	rounds := fs.Int("rounds", 3, "scale-downs")
-	queue := fs.Int("queue", 24, "accept-queue length on the leaving socket to wait for before the scale-down")
+	queue := fs.Int("queue", 32, "accept-queue length on the leaving socket to wait for before the scale-down")
 	watchdog := fs.Duration("watchdog", 20*time.Second, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *hold != "gate" && *hold != "sigstop" {
+		fmt.Fprintf(os.Stderr, "scale-migrate: -hold=%s: want gate or sigstop\n", *hold)
 		return 2
 	}
 
 	var logs scaleLogBuffer
 	events := make(chan prefork.Event, 1024)
+	held := make(chan struct{}) // gate: closed when the worker must stop accepting
+	var holdOnce sync.Once
 	c := prefork.New(prefork.Config{
 		Addr:        "127.0.0.1:0",
 		Workers:     *workers,
@@ -248,12 +269,23 @@ func scaleMigrateMain(args []string) int {
 		StopTimeout: 5 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, &logs), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		OnEvent:     func(ev prefork.Event) { events <- ev },
+		OnRequest: func(m prefork.Message) ([]byte, error) {
+			if string(m.Data) != "hold" {
+				return nil, fmt.Errorf("unknown request %q", m.Data)
+			}
+			holdOnce.Do(func() { close(held) })
+			return []byte("held"), nil
+		},
 	})
 	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "Hello from worker=%d pid=%d\n", prefork.WorkerID(), os.Getpid())
 	})
+	serve := func() error { return c.Run(hello) }
+	if *hold == "gate" {
+		serve = func() error { return c.Serve(scaleGatedServe(hello, held)) }
+	}
 	if prefork.IsWorker() {
-		if err := c.Run(hello); err != nil {
+		if err := serve(); err != nil {
 			fmt.Fprintln(os.Stderr, "scale-migrate worker:", err)
 			return 1
 		}
@@ -266,18 +298,19 @@ func scaleMigrateMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "scale-migrate:", err)
 		return 1
 	}
-	rep := scaleReport{Workers: *workers, Clients: *clients}
+	rep := scaleReport{Hold: *hold, Workers: *workers, Clients: *clients}
 	rep.Migrate, _ = strconv.Atoi(strings.TrimSpace(string(migrate)))
 
 	d := &scaleDriver{
 		c:        c,
+		hold:     *hold,
 		events:   events,
 		runDone:  make(chan struct{}),
 		deadline: time.Now().Add(*watchdog),
 		load:     newScaleLoad(),
 	}
 	go func() {
-		d.runErr = c.Run(hello)
+		d.runErr = serve()
 		close(d.runDone)
 	}()
 	err = d.drive(&rep, *workers, *clients, *rounds, *queue)
@@ -303,9 +336,63 @@ func scaleMigrateMain(args []string) int {
 	return 0
 }
 
+// scaleGatedServe is a worker's ServeFunc for -hold=gate: it serves h
+// until held is closed, then accepts nothing more. On drain it closes the
+// listener first, so that what is queued meets the close, then lets the
+// requests it has accepted finish.
+func scaleGatedServe(h http.Handler, held <-chan struct{}) prefork.ServeFunc {
+	return func(ctx context.Context, ln net.Listener) error {
+		gl := &scaleGatedListener{Listener: ln, held: held, closed: make(chan struct{})}
+		srv := &http.Server{Handler: h}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(gl) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		gl.Close()
+		<-errc
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	}
+}
+
+// scaleGatedListener stops accepting once held is closed.
+type scaleGatedListener struct {
+	net.Listener
+	held      <-chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *scaleGatedListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.held:
+		<-l.closed
+		return nil, net.ErrClosed
+	default:
+		return l.Listener.Accept()
+	}
+}
+
+func (l *scaleGatedListener) Close() error {
+	err := net.ErrClosed
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
 // scaleDriver is the helper's parent side.
 type scaleDriver struct {
 	c        *prefork.Cluster
+	hold     string
 	events   chan prefork.Event
 	runDone  chan struct{} // closed when Run has returned runErr
 	runErr   error
@@ -395,15 +482,25 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 		}
 	}()
 
-	if err := syscall.Kill(leaving.PID, syscall.SIGSTOP); err != nil {
-		return res, fmt.Errorf("SIGSTOP worker %d: %w", leaving.PID, err)
-	}
-	stopped := true
-	defer func() {
-		if stopped {
-			syscall.Kill(leaving.PID, syscall.SIGCONT)
+	stopped := false
+	if d.hold == "sigstop" {
+		if err := syscall.Kill(leaving.PID, syscall.SIGSTOP); err != nil {
+			return res, fmt.Errorf("SIGSTOP worker %d: %w", leaving.PID, err)
 		}
-	}()
+		stopped = true
+		defer func() {
+			if stopped {
+				syscall.Kill(leaving.PID, syscall.SIGCONT)
+			}
+		}()
+	} else {
+		ctx, cancel := context.WithDeadline(context.Background(), d.deadline)
+		_, err := d.c.Request(ctx, n, []byte("hold"))
+		cancel()
+		if err != nil {
+			return res, fmt.Errorf("hold worker %d: %w", n, err)
+		}
+	}
 	// Poll the kernel's count: nothing else says when connections queue.
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
@@ -415,6 +512,7 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 			return res, err
 		}
 		if q >= queue {
+			res.Queued = q
 			break
 		}
 		select {
@@ -426,13 +524,17 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 	if err := d.c.SetWorkers(n - 1); err != nil {
 		return res, err
 	}
-	if res.Queued, err = scaleAcceptQueue(inode); err != nil {
-		return res, fmt.Errorf("after SetWorkers(%d): %w", n-1, err)
+	if stopped {
+		// The parent's copy is closed; the stopped worker's keeps the
+		// socket, and what queued meanwhile, until it runs again.
+		if res.Queued, err = scaleAcceptQueue(inode); err != nil {
+			return res, fmt.Errorf("after SetWorkers(%d): %w", n-1, err)
+		}
+		if err := syscall.Kill(leaving.PID, syscall.SIGCONT); err != nil {
+			return res, fmt.Errorf("SIGCONT worker %d: %w", leaving.PID, err)
+		}
+		stopped = false
 	}
-	if err := syscall.Kill(leaving.PID, syscall.SIGCONT); err != nil {
-		return res, fmt.Errorf("SIGCONT worker %d: %w", leaving.PID, err)
-	}
-	stopped = false
 	ev, err := d.event(fmt.Sprintf("exit of worker %d (pid %d)", n, leaving.PID), func(ev prefork.Event) bool {
 		return ev.Type == prefork.EventExit && ev.Worker.PID == leaving.PID
 	})
