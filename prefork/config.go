@@ -121,10 +121,12 @@ type Config struct {
 	// is replaced.
 	MaxMessageSize int
 
-	// OnEvent, if set, is called for every lifecycle event of every worker
-	// (fork, online, listening, disconnect, exit), in order for each
-	// worker. It is called from the parent's goroutines and must not block
-	// for long: a slow OnEvent delays the supervision of that worker.
+	// OnEvent, if set, is called in the parent for every lifecycle event of
+	// every worker (fork, online, listening, disconnect, exit): in order for
+	// each worker, concurrently for different workers. It runs on that
+	// worker's own goroutines, never the supervisor's, so it may call the
+	// Cluster's methods; while it runs, that worker's next events and
+	// messages wait.
 	OnEvent func(Event)
 
 	// OnMessage, if set, is called for every message sent to this process

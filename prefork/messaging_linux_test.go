@@ -190,8 +190,13 @@ func startInProcess(t *testing.T, n int, onMessage func(prefork.Message)) *inPro
 		Workers:     n,
 		StopTimeout: 5 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		OnEvent:     func(ev prefork.Event) { ip.events <- ev },
-		OnMessage:   onMessage,
+		OnEvent: func(ev prefork.Event) {
+			if ev.Type == prefork.EventFork || ev.Type == prefork.EventExit {
+				ip.c.Workers() // an OnEvent may call the cluster: no deadlock
+			}
+			ip.events <- ev
+		},
+		OnMessage: onMessage,
 		OnRequest: func(m prefork.Message) ([]byte, error) {
 			return append([]byte("parent got "), m.Data...), nil
 		},

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -80,6 +81,8 @@ type worker struct {
 	// set by watch before the worker is sent on supervisor.exits
 	waitErr error
 	recvErr error
+	// set by the supervisor for watch to emit
+	exitEvent Event
 }
 
 func (w *worker) attrs(more ...any) []any {
@@ -103,6 +106,13 @@ type slot struct {
 	restarts int     // workers started in this slot after crashes
 	respawn  *time.Timer
 	removed  bool // scaled away
+}
+
+// exitEvent hands a reaped worker to the supervisor, which closes done once
+// it has handled the exit.
+type exitEvent struct {
+	w    *worker
+	done chan struct{}
 }
 
 type frameEvent struct {
@@ -144,11 +154,12 @@ type supervisor struct {
 	reqs        requests
 	resp        responder
 
-	frames chan frameEvent
-	exits  chan *worker
-	calls  chan func()
-	done   chan struct{} // closed when the supervisor returns
-	spawn  *spawner
+	frames   chan frameEvent
+	exits    chan exitEvent
+	watchers sync.WaitGroup // the watch goroutines
+	calls    chan func()
+	done     chan struct{} // closed when the supervisor returns
+	spawn    *spawner
 }
 
 type reloadState struct {
@@ -191,7 +202,7 @@ func newSupervisor(cfg Config) (*supervisor, error) {
 		sharedFD: -1,
 		workers:  make(map[*worker]struct{}),
 		frames:   make(chan frameEvent),
-		exits:    make(chan *worker),
+		exits:    make(chan exitEvent),
 		calls:    make(chan func()),
 		done:     make(chan struct{}),
 	}
@@ -385,8 +396,9 @@ func (s *supervisor) run(stop <-chan stopReq) error {
 		case ev := <-s.frames:
 			s.onFrame(ev.w, ev.f)
 			close(ev.done)
-		case w := <-s.exits:
-			s.onExit(w)
+		case ev := <-s.exits:
+			s.onExit(ev.w)
+			close(ev.done)
 		case f := <-s.calls:
 			f()
 		case req := <-stop:
@@ -405,6 +417,7 @@ func (s *supervisor) run(stop <-chan stopReq) error {
 		}
 	}
 	s.finishReload(ErrServerClosed)
+	s.watchers.Wait()
 	s.resp.wg.Wait()
 	return s.result
 }
@@ -438,8 +451,7 @@ func (s *supervisor) start(sl *slot, gen int, next bool) *worker {
 	s.routesDirty = true
 	s.workers[w] = struct{}{}
 	w.timer = s.after(s.cfg.ReadyTimeout, func() { s.onReadyTimeout(w) })
-	s.emit(Event{Type: EventFork, Worker: w.info("starting")})
-	go s.watch(w)
+	s.watchers.Go(func() { s.watch(w) })
 	return w
 }
 
@@ -492,6 +504,7 @@ func (s *supervisor) spawnWorker(sl *slot, gen int) (*worker, error) {
 // watch is the one goroutine that waits for w's process. It reads w's
 // channel until it closes, reaps the process, and publishes the exit.
 func (s *supervisor) watch(w *worker) {
+	s.emit(Event{Type: EventFork, Worker: w.info("starting")})
 	recvDone := make(chan struct{})
 	go func() {
 		defer close(recvDone)
@@ -520,7 +533,10 @@ func (s *supervisor) watch(w *worker) {
 	t.Stop()
 	w.conn.Close()
 	s.emit(Event{Type: EventDisconnect, Worker: w.info("disconnected")})
-	s.exits <- w
+	done := make(chan struct{})
+	s.exits <- exitEvent{w, done}
+	<-done
+	s.emit(w.exitEvent)
 }
 
 // onWorkerFrame handles a frame from w on w's reader goroutine: user
@@ -580,6 +596,7 @@ func (s *supervisor) onReady(w *worker, addr string) {
 	}
 	w.state = stateReady
 	w.readyAt = time.Now()
+	w.lastPong.Store(w.readyAt.UnixNano()) // heartbeats count from here
 	w.timer.Stop()
 	s.log.Debug("listening", w.attrs("addr", addr)...)
 	sl := w.slot
@@ -640,7 +657,7 @@ func (s *supervisor) onExit(w *worker) {
 	attrs := w.attrs("status", exitStatus(w.waitErr))
 	if w.asked || s.stopping || sl.removed {
 		s.log.Debug("exit", attrs...)
-		s.emit(ev)
+		w.exitEvent = ev
 		return
 	}
 	cause := w.failErr
@@ -658,7 +675,7 @@ func (s *supervisor) onExit(w *worker) {
 		}
 	}
 	ev.Err = &WorkerError{ID: w.id, Gen: w.gen, PID: w.pid, Err: cause}
-	s.emit(ev)
+	w.exitEvent = ev
 	switch {
 	case wasNext && s.reloading != nil && w.gen == s.reloading.gen:
 		s.log.Error("new worker failed during reload", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)

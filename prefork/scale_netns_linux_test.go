@@ -39,8 +39,9 @@ import (
 //
 // Connections are made to queue on the leaving socket in two ways (see
 // scaleMigrateMain): "gate" holds the leaving worker's accept loop, so its
-// whole queue is there when it closes the socket; "sigstop" stops the
-// worker of Cluster.Run, whose own drain then races its last accepts.
+// whole queue is there when it closes the socket (the kernel's part,
+// exactly); "sigstop" stops a worker of Cluster.Run, so that its own drain
+// meets a full queue (the product's part: what the drain leaves queued).
 //
 // With tcp_migrate_req=1 the test asserts that no request failed. With =0
 // the count is the measurement and is only logged.
@@ -90,8 +91,8 @@ func TestScaleDownMigration(t *testing.T) {
 						t.Fatalf("the helper read tcp_migrate_req=%d in %s, want %d", rep.Migrate, ns, migrate)
 					}
 					for i, r := range rep.Rounds {
-						t.Logf("round %d: queued %d, failed %d of %d requests %v; kernel: %d migrated, %d migrations failed, %d RSTs sent; %d ms",
-							i+1, r.Queued, r.Failed, r.Requests, r.Errors, r.Migrated, r.MigrateFailed, r.OutRsts, r.MS)
+						t.Logf("round %d: queued %d (held %d), failed %d of %d requests %v; kernel: %d migrated, %d migrations failed, %d RSTs sent; %d ms",
+							i+1, r.Queued, r.Held, r.Failed, r.Requests, r.Errors, r.Migrated, r.MigrateFailed, r.OutRsts, r.MS)
 					}
 					if got, want := rep.Warned, migrate == 0; got != want {
 						t.Errorf("the parent logged the tcp_migrate_req warning: %v, want %v", got, want)
@@ -187,8 +188,11 @@ type scaleRound struct {
 	// Queued is the accept queue of the leaving slot's socket as the
 	// scale-down starts: with -hold=gate, just before SetWorkers (with
 	// every client queued there, it is also the queue at close); with
-	// -hold=sigstop, after SetWorkers and before SIGCONT.
+	// -hold=sigstop, after SetWorkers and before SIGCONT. A request that
+	// times out while queued is failed but its connection stays in the
+	// queue, which can then exceed the number of clients.
 	Queued   int            `json:"queued"`
+	Held     int            `json:"held"`     // -hold=sigstop: connections the stopped worker had accepted
 	Requests int            `json:"requests"` // requests started during the round
 	Failed   int            `json:"failed"`
 	Errors   map[string]int `json:"errors,omitempty"` // failures by kind
@@ -239,9 +243,9 @@ func init() { helpers["scale-migrate"] = scaleMigrateMain }
 //     leaving worker is stopped with SIGSTOP until -queue connections
 //     wait; SetWorkers then runs while it is still stopped, so the drain is
 //     already in its channel when SIGCONT lets it run. (SIGCONT first would
-//     let it accept its whole queue in the time SetWorkers takes.) Even so,
-//     its server's accept loop wakes with the drain and accepts until the
-//     drain closes the listener: those are served, only the rest is lost.
+//     let it accept its whole queue in the time SetWorkers takes.) Its
+//     server's accept loop wakes with the drain and races it; what the
+//     drain leaves queued when it closes the listener is what is lost at 0.
 func scaleMigrateMain(args []string) int {
 	fs := flag.NewFlagSet("scale-migrate", flag.ContinueOnError)
 	hold := fs.String("hold", "gate", "gate or sigstop")
@@ -304,6 +308,7 @@ func scaleMigrateMain(args []string) int {
 	d := &scaleDriver{
 		c:        c,
 		hold:     *hold,
+		clients:  *clients,
 		events:   events,
 		runDone:  make(chan struct{}),
 		deadline: time.Now().Add(*watchdog),
@@ -393,6 +398,7 @@ func (l *scaleGatedListener) Close() error {
 type scaleDriver struct {
 	c        *prefork.Cluster
 	hold     string
+	clients  int
 	events   chan prefork.Event
 	runDone  chan struct{} // closed when Run has returned runErr
 	runErr   error
@@ -482,6 +488,7 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 		}
 	}()
 
+	target := queue
 	stopped := false
 	if d.hold == "sigstop" {
 		if err := syscall.Kill(leaving.PID, syscall.SIGSTOP); err != nil {
@@ -493,6 +500,17 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 				syscall.Kill(leaving.PID, syscall.SIGCONT)
 			}
 		}()
+		if err := d.poll(fmt.Sprintf("worker %d stopped", leaving.PID), func() (bool, error) {
+			return scaleProcState(leaving.PID) == "T", nil
+		}); err != nil {
+			return res, err
+		}
+		// The clients whose connections the stopped worker has accepted
+		// wait for it; all the others end up queued on its socket.
+		if res.Held, err = scaleHeldBy(leaving.PID, d.port); err != nil {
+			return res, err
+		}
+		target = min(queue, d.clients-res.Held)
 	} else {
 		ctx, cancel := context.WithDeadline(context.Background(), d.deadline)
 		_, err := d.c.Request(ctx, n, []byte("hold"))
@@ -501,25 +519,12 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 			return res, fmt.Errorf("hold worker %d: %w", n, err)
 		}
 	}
-	// Poll the kernel's count: nothing else says when connections queue.
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	watchdog := time.NewTimer(time.Until(d.deadline))
-	defer watchdog.Stop()
-	for {
+	if err := d.poll(fmt.Sprintf("%d connections queued on slot %d", target, n), func() (bool, error) {
 		q, err := scaleAcceptQueue(inode)
-		if err != nil {
-			return res, err
-		}
-		if q >= queue {
-			res.Queued = q
-			break
-		}
-		select {
-		case <-tick.C:
-		case <-watchdog.C:
-			return res, fmt.Errorf("accept queue of slot %d still %d, want %d", n, q, queue)
-		}
+		res.Queued = q
+		return q >= target, err
+	}); err != nil {
+		return res, fmt.Errorf("%w (queued %d)", err, res.Queued)
 	}
 	if err := d.c.SetWorkers(n - 1); err != nil {
 		return res, err
@@ -573,6 +578,26 @@ func (d *scaleDriver) event(what string, match func(prefork.Event) bool) (prefor
 			return prefork.Event{}, fmt.Errorf("cluster stopped while waiting for %s: %v", what, d.runErr)
 		case <-watchdog.C:
 			return prefork.Event{}, fmt.Errorf("watchdog: no %s", what)
+		}
+	}
+}
+
+// poll calls cond every millisecond until it holds, fails, or the
+// watchdog fires: the kernel's figures polled here have no notification.
+func (d *scaleDriver) poll(what string, cond func() (bool, error)) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	watchdog := time.NewTimer(time.Until(d.deadline))
+	defer watchdog.Stop()
+	for {
+		ok, err := cond()
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-watchdog.C:
+			return fmt.Errorf("watchdog: no %s", what)
 		}
 	}
 }
@@ -715,6 +740,41 @@ func scaleListenInode(pid, port int) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("process %d holds no listening socket on port %d", pid, port)
+}
+
+// scaleHeldBy counts the accepted TCP connections on local port that
+// process pid holds.
+func scaleHeldBy(pid, port int) (int, error) {
+	conns := make(map[string]bool)
+	for _, s := range scaleProcNetTCP() {
+		if !s.listen && s.port == port {
+			conns[s.inode] = true
+		}
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		link, _ := os.Readlink(dir + "/" + e.Name())
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok && conns[strings.TrimSuffix(ino, "]")] {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// scaleProcState is the state letter of process pid ("T": stopped).
+func scaleProcState(pid int) string {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	stat := string(data)
+	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:]) // after the command name
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 // scaleAcceptQueue returns the accept-queue length of the listening socket
