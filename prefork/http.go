@@ -32,7 +32,7 @@ var (
 // http.Server.Shutdown alone was measured to fail connections that had been
 // accepted but whose first request was not read yet (113-160 failed requests
 // over 20 reloads of a busy worker). So the drain goes in stages: accept
-// what is already queued and stop accepting (drainListener), answer every
+// what is already queued and stop accepting (readyListener.drain), answer every
 // request already accepted with "Connection: close", give idle keep-alive
 // connections a short grace, and only then Shutdown.
 func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
@@ -52,9 +52,8 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 			}),
 			ConnState: tr.track,
 		}
-		dl := &drainListener{Listener: ln}
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(dl) }()
+		go func() { errc <- srv.Serve(ln) }()
 		select {
 		case err := <-errc:
 			return err
@@ -62,8 +61,12 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 		}
 
 		draining.Store(true)
-		dl.drain()
-		<-errc // Serve returns once the accept queue is empty
+		if d, ok := ln.(interface{ drain() }); ok {
+			d.drain() // accept what is queued, then Serve returns
+		} else {
+			ln.Close()
+		}
+		<-errc
 		ln.Close()
 
 		deadline := stopTimeout
@@ -78,36 +81,6 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 		}
 		return nil
 	}
-}
-
-// drainListener ends accepting without abandoning the accept queue: on
-// drain, Accept keeps returning the connections already queued and reports
-// the listener closed only once the queue is empty. When this worker holds
-// the socket's last copy (a scale-down, a shutdown), closing it resets
-// whatever is still queued (unless net.ipv4.tcp_migrate_req=1); emptying
-// the queue first narrows that to the connections that arrive in between.
-type drainListener struct {
-	net.Listener
-	draining atomic.Bool
-}
-
-// drain makes Accept stop waiting: a deadline in the past still returns a
-// connection that is already queued, since the accept call is tried before
-// the deadline is checked.
-func (l *drainListener) drain() {
-	l.draining.Store(true)
-	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok && d.SetDeadline(time.Now()) == nil {
-		return
-	}
-	l.Listener.Close() // cannot poll without waiting: stop at once
-}
-
-func (l *drainListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil && l.draining.Load() {
-		return nil, net.ErrClosed // queue empty (a timeout): Serve must return, not retry
-	}
-	return c, err
 }
 
 // connTracker follows every connection's state (http.Server.ConnState).

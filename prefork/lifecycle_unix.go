@@ -292,9 +292,13 @@ func (s *supervisor) scale(n int) error {
 			}
 		}
 		sl.cur, sl.next = nil, nil
+		if s.recycling == sl {
+			s.recycling = nil
+		}
 		s.routesDirty = true
 		s.log.Info("scaling down", "worker", sl.id, "workers", len(s.slots))
 	}
+	s.nextRecycle()
 	return nil
 }
 

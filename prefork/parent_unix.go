@@ -374,7 +374,6 @@ func (s *supervisor) every(d time.Duration, f func()) {
 
 // run is the supervisor's loop: every state change happens here.
 func (s *supervisor) run(stop <-chan stopReq) error {
-	defer close(s.done)
 	defer s.closeFDs()
 	s.spawn = startSpawner()
 	defer s.spawn.stop()
@@ -417,6 +416,9 @@ func (s *supervisor) run(stop <-chan stopReq) error {
 		}
 	}
 	s.finishReload(ErrServerClosed)
+	// No more calls: from here on call and do return at once, so that an
+	// OnEvent still running (a last Exit) cannot wait on this goroutine.
+	close(s.done)
 	s.watchers.Wait()
 	s.resp.wg.Wait()
 	return s.result

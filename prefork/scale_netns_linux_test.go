@@ -97,11 +97,16 @@ func TestScaleDownMigration(t *testing.T) {
 					if got, want := rep.Warned, migrate == 0; got != want {
 						t.Errorf("the parent logged the tcp_migrate_req warning: %v, want %v", got, want)
 					}
-					if migrate == 1 {
+					// With tcp_migrate_req=1 the kernel moves what is queued;
+					// through the product's own drain (sigstop: the worker
+					// accepts its whole queue before it closes the socket)
+					// nothing is lost even at 0, since every client is
+					// already queued and none arrives in between.
+					if migrate == 1 || h.name == "sigstop" {
 						for i, r := range rep.Rounds {
 							if r.Failed > 0 {
-								t.Errorf("round %d: %d of %d requests failed with tcp_migrate_req=1 (%v), want none: %d queued",
-									i+1, r.Failed, r.Requests, r.Errors, r.Queued)
+								t.Errorf("%s round %d: %d of %d requests failed with tcp_migrate_req=%d (%v), want none: %d queued",
+									h.name, i+1, r.Failed, r.Requests, migrate, r.Errors, r.Queued)
 							}
 						}
 					}
@@ -241,7 +246,8 @@ func init() { helpers["scale-migrate"] = scaleMigrateMain }
 //     whole queue meets the close: the measure is exact.
 //   - sigstop: workers run Cluster.Run, the product's own drain. The
 //     leaving worker is stopped with SIGSTOP until -queue connections
-//     wait; SetWorkers then runs while it is still stopped, so the drain is
+//     wait (or every client but those whose connection it had accepted
+//     already, if fewer); SetWorkers then runs while it is still stopped, so the drain is
 //     already in its channel when SIGCONT lets it run. (SIGCONT first would
 //     let it accept its whole queue in the time SetWorkers takes.) Its
 //     server's accept loop wakes with the drain and races it; what the
@@ -323,12 +329,10 @@ func scaleMigrateMain(args []string) int {
 	// Stop the cluster whatever happened, and wait for it.
 	ctx, cancel := context.WithDeadline(context.Background(), d.deadline.Add(5*time.Second))
 	defer cancel()
-	if serr := c.Shutdown(ctx); serr != nil && err == nil {
-		err = fmt.Errorf("shutdown: %w", serr)
-	}
-	<-d.runDone
-	if d.runErr != nil && !errors.Is(d.runErr, prefork.ErrServerClosed) && err == nil {
-		err = fmt.Errorf("run: %w", d.runErr)
+	if serr := c.Shutdown(ctx); serr != nil {
+		err = errors.Join(err, fmt.Errorf("shutdown: %w", serr))
+	} else if <-d.runDone; d.runErr != nil && !errors.Is(d.runErr, prefork.ErrServerClosed) {
+		err = errors.Join(err, fmt.Errorf("run: %w", d.runErr))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scale-migrate:", err)

@@ -310,8 +310,51 @@ func inheritedListener() (*net.TCPListener, error) {
 // method is the TCPListener's own.
 type readyListener struct {
 	*net.TCPListener
-	wk   *workerSide
-	once sync.Once
+	wk       *workerSide
+	once     sync.Once
+	draining atomic.Bool
+}
+
+// drain ends accepting without abandoning the accept queue: Accept returns
+// the connections already queued, then reports the listener closed. When
+// this worker holds the socket's last copy (a scale-down, a shutdown),
+// closing it resets whatever is still queued unless
+// net.ipv4.tcp_migrate_req=1; emptying the queue first narrows that to the
+// connections that arrive in between. The deadline wakes an Accept that is
+// waiting; Go checks a deadline before it tries accept(2), so the queue is
+// emptied with non-blocking accepts of our own.
+func (l *readyListener) drain() {
+	l.draining.Store(true)
+	l.SetDeadline(time.Now())
+}
+
+// acceptQueued accepts one queued connection without waiting, or returns
+// net.ErrClosed when the queue is empty.
+func (l *readyListener) acceptQueued() (*net.TCPConn, error) {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var aerr error
+	err = rc.Control(func(fd uintptr) {
+		syscall.ForkLock.RLock() // no fork between accept and close-on-exec
+		nfd, _, aerr = unix.Accept(int(fd))
+		if aerr == nil {
+			unix.CloseOnExec(nfd)
+		}
+		syscall.ForkLock.RUnlock()
+	})
+	if err != nil || aerr != nil {
+		return nil, net.ErrClosed // EAGAIN: the queue is empty
+	}
+	f := os.NewFile(uintptr(nfd), "forkline-drained-conn")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 func (l *readyListener) ready() {
@@ -330,7 +373,13 @@ func (l *readyListener) Accept() (net.Conn, error) {
 
 func (l *readyListener) AcceptTCP() (*net.TCPConn, error) {
 	l.ready()
-	c, err := l.TCPListener.AcceptTCP()
+	var c *net.TCPConn
+	var err error
+	if l.draining.Load() {
+		c, err = l.acceptQueued()
+	} else if c, err = l.TCPListener.AcceptTCP(); err != nil && l.draining.Load() {
+		c, err = l.acceptQueued() // woken by drain's deadline
+	}
 	if err == nil && !perRequest.Load() {
 		l.wk.count()
 	}
