@@ -109,10 +109,12 @@ type slot struct {
 }
 
 // exitEvent hands a reaped worker to the supervisor, which closes done once
-// it has handled the exit.
+// it has handled the exit; then, if set, runs on the supervisor after the
+// Exit event has been delivered (the replacement, whose Fork comes after).
 type exitEvent struct {
 	w    *worker
 	done chan struct{}
+	then func()
 }
 
 type frameEvent struct {
@@ -155,7 +157,7 @@ type supervisor struct {
 	resp        responder
 
 	frames   chan frameEvent
-	exits    chan exitEvent
+	exits    chan *exitEvent
 	watchers sync.WaitGroup // the watch goroutines
 	calls    chan func()
 	done     chan struct{} // closed when the supervisor returns
@@ -202,7 +204,7 @@ func newSupervisor(cfg Config) (*supervisor, error) {
 		sharedFD: -1,
 		workers:  make(map[*worker]struct{}),
 		frames:   make(chan frameEvent),
-		exits:    make(chan exitEvent),
+		exits:    make(chan *exitEvent),
 		calls:    make(chan func()),
 		done:     make(chan struct{}),
 	}
@@ -396,7 +398,7 @@ func (s *supervisor) run(stop <-chan stopReq) error {
 			s.onFrame(ev.w, ev.f)
 			close(ev.done)
 		case ev := <-s.exits:
-			s.onExit(ev.w)
+			ev.then = s.onExit(ev.w)
 			close(ev.done)
 		case f := <-s.calls:
 			f()
@@ -535,10 +537,13 @@ func (s *supervisor) watch(w *worker) {
 	t.Stop()
 	w.conn.Close()
 	s.emit(Event{Type: EventDisconnect, Worker: w.info("disconnected")})
-	done := make(chan struct{})
-	s.exits <- exitEvent{w, done}
-	<-done
+	ev := &exitEvent{w: w, done: make(chan struct{})}
+	s.exits <- ev
+	<-ev.done
 	s.emit(w.exitEvent)
+	if ev.then != nil {
+		s.call(ev.then)
+	}
 }
 
 // onWorkerFrame handles a frame from w on w's reader goroutine: user
@@ -635,7 +640,9 @@ func (s *supervisor) onReadyTimeout(w *worker) {
 	w.cmd.Process.Kill()
 }
 
-func (s *supervisor) onExit(w *worker) {
+// onExit handles w's exit; what it returns runs once the Exit event has
+// been delivered.
+func (s *supervisor) onExit(w *worker) (then func()) {
 	delete(s.workers, w)
 	if w.timer != nil {
 		w.timer.Stop()
@@ -660,7 +667,7 @@ func (s *supervisor) onExit(w *worker) {
 	if w.asked || s.stopping || sl.removed {
 		s.log.Debug("exit", attrs...)
 		w.exitEvent = ev
-		return
+		return nil
 	}
 	cause := w.failErr
 	if cause == nil && w.recvErr != nil && !isClosed(w.recvErr) {
@@ -689,17 +696,22 @@ func (s *supervisor) onExit(w *worker) {
 		if !s.ready {
 			s.log.Error("worker failed at start", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
 			s.fail(ev.Err)
-			return
+			return nil
 		}
 		s.log.Warn("worker died, replacing it", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
 		if w.state == stateReady && time.Since(w.readyAt) >= stableAfter {
 			sl.failures = 0
 		}
 		sl.restarts++
-		s.scheduleRespawn(sl)
+		return func() {
+			if !s.stopping && !sl.removed && sl.cur == nil {
+				s.scheduleRespawn(sl)
+			}
+		}
 	default:
 		s.log.Debug("exit", attrs...)
 	}
+	return nil
 }
 
 func (s *supervisor) scheduleRespawn(sl *slot) {
