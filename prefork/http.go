@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -37,12 +36,11 @@ var (
 // connections a short grace, and only then Shutdown.
 func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 	return func(ctx context.Context, ln net.Listener) error {
-		var draining atomic.Bool
-		tr := &connTracker{conns: make(map[net.Conn]http.ConnState), changed: make(chan struct{}, 1)}
+		tr := &connTracker{changed: make(chan struct{}, 1)}
 		count := countRequests(ctx)
 		srv := &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if draining.Load() {
+				if tr.draining.Load() {
 					w.Header().Set("Connection", "close")
 				}
 				if count != nil {
@@ -53,14 +51,14 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 			ConnState: tr.track,
 		}
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
+		go func() { errc <- srv.Serve(trackingListener{ln}) }()
 		select {
 		case err := <-errc:
 			return err
 		case <-ctx.Done():
 		}
 
-		draining.Store(true)
+		tr.draining.Store(true)
 		if d, ok := ln.(interface{ drain() }); ok {
 			d.drain() // accept what is queued, then Serve returns
 		} else {
@@ -83,41 +81,72 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 	}
 }
 
-// connTracker follows every connection's state (http.Server.ConnState).
+// connTracker follows every connection's state (http.Server.ConnState)
+// with two counters and a state word in each connection, so that the
+// request path pays a few atomic operations, not a lock and a map.
 type connTracker struct {
-	mu      sync.Mutex
-	conns   map[net.Conn]http.ConnState
-	changed chan struct{} // poked on every change; capacity 1
+	counts   [3]atomic.Int64 // by class: none, busy (new or active), idle
+	draining atomic.Bool
+	changed  chan struct{} // poked on every change while draining; capacity 1
+}
+
+const (
+	classNone = iota
+	classBusy
+	classIdle
+)
+
+func class(st http.ConnState) int32 {
+	switch st {
+	case http.StateNew, http.StateActive:
+		return classBusy
+	case http.StateIdle:
+		return classIdle
+	}
+	return classNone
+}
+
+// trackedConn is an accepted connection with its tracking class. The
+// *net.TCPConn is embedded so that its other methods (ReadFrom for
+// sendfile, CloseWrite) stay visible to net/http.
+type trackedConn struct {
+	*net.TCPConn
+	class atomic.Int32
+}
+
+// trackingListener wraps each accepted TCP connection in a trackedConn.
+type trackingListener struct{ net.Listener }
+
+func (l trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		return &trackedConn{TCPConn: tc}, nil
+	}
+	return c, err
 }
 
 func (t *connTracker) track(c net.Conn, st http.ConnState) {
-	t.mu.Lock()
-	switch st {
-	case http.StateClosed, http.StateHijacked:
-		delete(t.conns, c)
-	default:
-		t.conns[c] = st
+	tc, ok := c.(*trackedConn)
+	if !ok {
+		return
 	}
-	t.mu.Unlock()
-	select {
-	case t.changed <- struct{}{}:
-	default:
+	next := class(st)
+	if prev := tc.class.Swap(next); prev != next {
+		t.counts[prev].Add(-1)
+		t.counts[next].Add(1)
+	}
+	if t.draining.Load() {
+		select {
+		case t.changed <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // busy counts the connections that are new (accepted, no request read yet)
 // or active, and those that are idle.
-func (t *connTracker) busy() (busy, idle int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, st := range t.conns {
-		if st == http.StateIdle {
-			idle++
-		} else {
-			busy++
-		}
-	}
-	return busy, idle
+func (t *connTracker) busy() (busy, idle int64) {
+	return t.counts[classBusy].Load(), t.counts[classIdle].Load()
 }
 
 // waitQuiet returns when no connection is new or active and the idle ones
