@@ -219,7 +219,7 @@ func (s *supervisor) heartbeat() {
 			})
 			continue
 		}
-		w.conn.Send(&wire.Frame{Type: wire.TypePing, To: uint32(w.id), ID: uint64(now.UnixNano())})
+		w.conn.SendControl(&wire.Frame{Type: wire.TypePing, To: uint32(w.id), ID: uint64(now.UnixNano())})
 	}
 }
 

@@ -50,9 +50,9 @@ func messengerMain([]string) int {
 				f.Close()
 			}
 			if string(m.Data) == "block" {
-				select { // stop reading the channel, for at most 10 s
+				select { // stop reading the channel for 2 s
 				case <-block:
-				case <-time.After(10 * time.Second):
+				case <-time.After(2 * time.Second):
 				}
 				return
 			}
@@ -164,6 +164,8 @@ type inProcess struct {
 	done   chan error
 	events chan prefork.Event
 	msgs   chan prefork.Message
+
+	stopOnce sync.Once
 }
 
 // startInProcess runs a parent here with n messenger workers and waits
@@ -211,7 +213,9 @@ func startInProcess(t *testing.T, n int, onMessage func(prefork.Message)) *inPro
 	return ip
 }
 
-func (ip *inProcess) stop() {
+func (ip *inProcess) stop() { ip.stopOnce.Do(ip.shutdown) }
+
+func (ip *inProcess) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := ip.c.Shutdown(ctx); err != nil {
@@ -503,6 +507,18 @@ func TestQueueFull(t *testing.T) {
 	t.Logf("queue full after %d messages of 64 KiB", sent)
 	if got, err := ip.command(2, command{Op: "echo", Data: "fine"}); err != nil || string(got) != "fine" {
 		t.Errorf("other worker: %q, %v", got, err)
+	}
+	// A stop still drains the worker with the full queue: the drain request
+	// is not bounded by the queue, and the worker exits on its own.
+	ip.stop()
+	for {
+		ev := ip.event(time.Second, "exit of worker 1", func(ev prefork.Event) bool { return ev.Type == prefork.EventExit })
+		if ev.Worker.ID == 1 {
+			if !ev.Asked || ev.Signal != nil || ev.ExitCode != 0 {
+				t.Errorf("worker 1 with a full queue did not drain: asked %v, signal %v, code %d", ev.Asked, ev.Signal, ev.ExitCode)
+			}
+			break
+		}
 	}
 }
 

@@ -153,6 +153,8 @@ type supervisor struct {
 
 	routes      atomic.Pointer[map[int]*worker] // serving worker by id, for senders
 	routesDirty bool
+	dropped     atomic.Int64 // relayed messages dropped since the last log line
+	dropLogged  atomic.Int64 // when that line was logged, unix nanoseconds
 	reqs        requests
 	resp        responder
 
@@ -784,10 +786,10 @@ func (s *supervisor) drain(w *worker) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	if err := w.conn.Send(&wire.Frame{Type: wire.TypeDrain, To: uint32(w.id)}); err != nil {
-		s.log.Warn("cannot ask worker to drain, killing it", w.attrs("err", err)...)
-		w.cmd.Process.Kill()
-		return
+	if err := w.conn.SendControl(&wire.Frame{Type: wire.TypeDrain, To: uint32(w.id)}); err != nil {
+		// The channel is gone; SIGTERM drains a worker as well.
+		s.log.Warn("cannot ask worker to drain over its channel, sending SIGTERM", w.attrs("err", err)...)
+		w.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	w.timer = s.after(s.cfg.StopTimeout, func() {
 		if _, live := s.workers[w]; live {

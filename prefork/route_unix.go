@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/forkline/forkline/internal/wire"
 )
@@ -33,7 +34,7 @@ func (s *supervisor) publishRoutes() {
 	roster := encodeRoster(ids)
 	for w := range s.workers {
 		if w.state != stateDraining {
-			w.conn.Send(&wire.Frame{Type: wire.TypeRoster, To: uint32(w.id), Payload: roster})
+			w.conn.SendControl(&wire.Frame{Type: wire.TypeRoster, To: uint32(w.id), Payload: roster})
 		}
 	}
 }
@@ -63,7 +64,7 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 		for id, w := range routes {
 			if id != from.id {
 				if err := w.conn.Send(&f); err != nil {
-					s.log.Warn("message dropped", w.attrs("from", from.id, "err", err)...)
+					s.drop(from.id, id, sendErr(id, err))
 				}
 			}
 		}
@@ -79,10 +80,24 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 		return
 	}
 	if f.Type == wire.TypeRequest {
-		from.conn.Send(&wire.Frame{Type: wire.TypeReplyErr, From: uint32(to), To: f.From, ID: f.ID, Payload: []byte(err.Error())})
+		from.conn.SendControl(&wire.Frame{Type: wire.TypeReplyErr, From: uint32(to), To: f.From, ID: f.ID, Payload: []byte(err.Error())})
 		return
 	}
-	s.log.Warn("message dropped", "from", from.id, "to", to, "err", err)
+	s.drop(from.id, to, err)
+}
+
+// drop counts a relayed message that could not be delivered and logs the
+// count at most once a second: a flood to a worker that does not read must
+// not become a flood of log lines.
+func (s *supervisor) drop(from, to int, err error) {
+	n := s.dropped.Add(1)
+	now := time.Now().UnixNano()
+	last := s.dropLogged.Load()
+	if now-last < int64(time.Second) || !s.dropLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.dropped.Add(-n)
+	s.log.Warn("relayed messages dropped (use Request to learn of it)", "dropped", n, "from", from, "to", to, "err", err)
 }
 
 // send and request are Cluster.Send and Cluster.Request in the parent.

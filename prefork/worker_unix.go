@@ -77,13 +77,13 @@ func (c *Cluster) runWorker(cfg Config, fn ServeFunc) error {
 
 func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
 	conn := wk.conn
-	if err := conn.Send(&wire.Frame{Type: wire.TypeHello, From: uint32(wk.id)}); err != nil {
+	if err := conn.SendControl(&wire.Frame{Type: wire.TypeHello, From: uint32(wk.id)}); err != nil {
 		conn.Close()
 		return err
 	}
 	ln, err := inheritedListener()
 	if err != nil {
-		conn.Send(&wire.Frame{Type: wire.TypeFailed, From: uint32(wk.id), Payload: []byte(err.Error())})
+		conn.SendControl(&wire.Frame{Type: wire.TypeFailed, From: uint32(wk.id), Payload: []byte(err.Error())})
 		conn.Close()
 		return err
 	}
@@ -162,7 +162,7 @@ func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
 	ln.Close()
 	if err != nil && ctx.Err() == nil {
 		wk.log.Error("worker failed", "err", err)
-		conn.Send(&wire.Frame{Type: wire.TypeFailed, From: uint32(wk.id), Payload: []byte(err.Error())})
+		conn.SendControl(&wire.Frame{Type: wire.TypeFailed, From: uint32(wk.id), Payload: []byte(err.Error())})
 		return err
 	}
 	return nil
@@ -174,7 +174,7 @@ func (wk *workerSide) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
 	case wire.TypeDrain:
 		cancel(errDrain)
 	case wire.TypePing:
-		wk.conn.Send(&wire.Frame{Type: wire.TypePong, From: uint32(wk.id), ID: f.ID})
+		wk.conn.SendControl(&wire.Frame{Type: wire.TypePong, From: uint32(wk.id), ID: f.ID})
 	case wire.TypeRoster:
 		roster := decodeRoster(f.Payload)
 		wk.roster.Store(&roster)
@@ -198,7 +198,7 @@ func (wk *workerSide) count() {
 	if wk.budget > 0 && wk.served.Add(1) == wk.budget {
 		wk.recycle.Do(func() {
 			wk.log.Info("MaxRequests reached, asking for a replacement", "served", wk.budget)
-			wk.conn.Send(&wire.Frame{Type: wire.TypeRecycle, From: uint32(wk.id)})
+			wk.conn.SendControl(&wire.Frame{Type: wire.TypeRecycle, From: uint32(wk.id)})
 		})
 	}
 }
@@ -359,7 +359,7 @@ func (l *readyListener) acceptQueued() (*net.TCPConn, error) {
 
 func (l *readyListener) ready() {
 	l.once.Do(func() {
-		l.wk.conn.Send(&wire.Frame{Type: wire.TypeReady, From: uint32(l.wk.id), Payload: []byte(l.Addr().String())})
+		l.wk.conn.SendControl(&wire.Frame{Type: wire.TypeReady, From: uint32(l.wk.id), Payload: []byte(l.Addr().String())})
 	})
 }
 

@@ -367,6 +367,24 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
+// A control frame gets past a full queue, and arrives after what was
+// queued before it.
+func TestSendControlIgnoresQueueBound(t *testing.T) {
+	a, b := conns(t, Options{QueueBytes: 8192})
+	fillQueue(t, a)
+	if err := a.Send(&Frame{Type: TypeUser, Payload: []byte("x")}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("Send on a full queue = %v, want ErrQueueFull", err)
+	}
+	if err := a.SendControl(&Frame{Type: TypeDrain}); err != nil {
+		t.Fatalf("SendControl on a full queue = %v", err)
+	}
+	for {
+		if g := mustRecv(t, b); g.Type == TypeDrain {
+			break
+		}
+	}
+}
+
 func TestCloseIdempotentAndUnblocks(t *testing.T) {
 	a, b := conns(t, Options{QueueBytes: 4096})
 	recvErr := make(chan error, 1)

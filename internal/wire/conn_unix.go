@@ -153,16 +153,24 @@ func closeFDs(fds []int) {
 // is safe for concurrent use; frames sent by one goroutine are written in
 // the order of the calls.
 func (c *Conn) Send(f *Frame) error {
-	return c.send(nil, f)
+	return c.send(nil, f, false)
+}
+
+// SendControl is Send for the small control frames that must not be lost
+// to a full queue (a drain request, a liveness answer): it is not bounded
+// by Options.QueueBytes. A peer that does not read still gets it when it
+// reads again.
+func (c *Conn) SendControl(f *Frame) error {
+	return c.send(nil, f, true)
 }
 
 // SendWait is like Send but waits for room in the queue until ctx is done;
 // then it returns an error wrapping both ErrQueueFull and ctx.Err().
 func (c *Conn) SendWait(ctx context.Context, f *Frame) error {
-	return c.send(ctx, f)
+	return c.send(ctx, f, false)
 }
 
-func (c *Conn) send(ctx context.Context, f *Frame) error {
+func (c *Conn) send(ctx context.Context, f *Frame, control bool) error {
 	if err := checkSend(f, c.opts.MaxPayload); err != nil {
 		return err
 	}
@@ -185,7 +193,7 @@ func (c *Conn) send(ctx context.Context, f *Frame) error {
 			closeFDs(dups[:nfds])
 			return err
 		}
-		if c.queued == 0 || c.queued+size <= c.opts.QueueBytes {
+		if control || c.queued == 0 || c.queued+size <= c.opts.QueueBytes {
 			break
 		}
 		if ctx == nil {
