@@ -119,9 +119,9 @@ func (c *testCluster) output() string {
 	return strings.Join(c.lines, "\n")
 }
 
-// waitFor returns the first log record, from here on, that match accepts;
-// the test fails if none comes within timeout.
-func (c *testCluster) waitFor(timeout time.Duration, what string, match func(logRecord) bool) logRecord {
+// next returns the next log record that match accepts, or false if none
+// comes within timeout. Unlike waitFor, a timeout is an answer here.
+func (c *testCluster) next(timeout time.Duration, match func(logRecord) bool) (logRecord, bool) {
 	c.t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -129,15 +129,26 @@ func (c *testCluster) waitFor(timeout time.Duration, what string, match func(log
 		select {
 		case rec, ok := <-c.records:
 			if !ok {
-				c.t.Fatalf("cluster output ended while waiting for %s", what)
+				c.t.Fatal("cluster output ended")
 			}
 			if match(rec) {
-				return rec
+				return rec, true
 			}
 		case <-deadline.C:
-			c.t.Fatalf("no %s within %v", what, timeout)
+			return logRecord{}, false
 		}
 	}
+}
+
+// waitFor returns the first log record, from here on, that match accepts;
+// the test fails if none comes within timeout.
+func (c *testCluster) waitFor(timeout time.Duration, what string, match func(logRecord) bool) logRecord {
+	c.t.Helper()
+	rec, ok := c.next(timeout, match)
+	if !ok {
+		c.t.Fatalf("no %s within %v", what, timeout)
+	}
+	return rec
 }
 
 // ready waits for the cluster to be ready and returns its address and the

@@ -56,27 +56,6 @@ func (c *testCluster) reload(gen int, count func(logRecord)) time.Duration {
 	return time.Since(start)
 }
 
-// next returns the next log record that match accepts, or false if none
-// comes within timeout. Unlike waitFor, a timeout is an answer here.
-func (c *testCluster) next(timeout time.Duration, match func(logRecord) bool) (logRecord, bool) {
-	c.t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		select {
-		case rec, ok := <-c.records:
-			if !ok {
-				c.t.Fatal("cluster output ended")
-			}
-			if match(rec) {
-				return rec, true
-			}
-		case <-deadline.C:
-			return logRecord{}, false
-		}
-	}
-}
-
 // stopAndCheck stops the cluster with SIGTERM and checks that it exits 0
 // (a data race found in the parent by the race detector would make it 66).
 func (c *testCluster) stopAndCheck() {
