@@ -14,14 +14,14 @@
 #
 # Rounds are interleaved (round 1: every peer, round 2: every peer in reverse
 # order, ...) so that drift in a noisy machine's load hits every peer alike;
-# the table shows the median per peer. For each multi-process peer it also samples the
-# parent's CPU time (utime+stime from /proc/<pid>/stat) over the measured run,
-# which for forkline should be ~0 because the parent is not in the request
-# path, the CPU time of the workers per request served (less sensitive to a
-# noisy machine than req/s), and the VmRSS of the parent and of each worker
-# right after the run.
-# Then it measures startup: exec until 2 distinct worker pids have answered
-# on fresh connections (bench/cmd/startup), STARTUP_N times, interleaved too.
+# the table shows the median per peer. For each multi-process peer it also
+# samples the parent's CPU time (utime+stime from /proc/<pid>/stat) over the
+# measured run, which for forkline should be ~0 because the parent is not in
+# the request path; the workers' CPU time per request served; how the kernel
+# spread wrk's connections over the workers; and the VmRSS of the parent and
+# of each worker right after the run. Then it measures startup: exec until 2
+# distinct worker pids have answered on fresh connections (bench/cmd/startup),
+# STARTUP_N times, interleaved too.
 #
 # Usage:  cd bench && ./run.sh
 # Env:    ROUNDS=3  DURATION=10 (seconds of each measured wrk run)
@@ -29,6 +29,13 @@
 #         PEERS="nethttp forkline-nethttp ..."  FORKLINE_MODE=reuseport
 #         RESULTS=results.md (file written next to this script; "" = none)
 #         KEEP=1 keeps the temp dir (binaries, raw wrk output, logs)
+#         NEW_CONN=1 sends "Connection: close": a new connection per request,
+#           which shows the cost of Node's primary accepting every connection
+#
+# On a shared, noisy machine more and shorter rounds (ROUNDS=8 DURATION=5)
+# give steadier medians; each run's table row says how much CPU other
+# processes took meanwhile, and the ratios are also given over the
+# undisturbed rounds only.
 #
 # Why -t1 -c64 on 2 cores: wrk shares the machine with the server, so one
 # wrk thread (at most one core) leaves the other core and the rest of the
@@ -39,6 +46,8 @@
 #
 # Every process it starts gets its own session/process group (setsid) and is
 # stopped by signalling that group only, SIGTERM first and SIGKILL after 10s.
+# (forkline puts each worker in a process group of its own: the parent drains
+# them; the script then checks that the workers it saw are gone too.)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -50,6 +59,9 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 STARTUP_N=${STARTUP_N:-10}
 FORKLINE_MODE=${FORKLINE_MODE:-reuseport}
+NEW_CONN=${NEW_CONN:-}
+wrk_extra=()
+[[ -z $NEW_CONN ]] || wrk_extra=(-H "Connection: close")
 PEERS=${PEERS:-nethttp forkline-nethttp fasthttp-prefork forkline-fasthttp nginx node-cluster}
 WORKERS=2
 
@@ -57,7 +69,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 RESULTS=${RESULTS-$here/results.md}
 [[ -z $RESULTS || $RESULTS == /* ]] || RESULTS=$here/$RESULTS
-invocation="cd bench && ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS STARTUP_N=$STARTUP_N ./run.sh"
+invocation="cd bench && ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS STARTUP_N=$STARTUP_N${NEW_CONN:+ NEW_CONN=1} ./run.sh"
 
 for v in ROUNDS DURATION WARMUP CONNS THREADS STARTUP_N; do
 	[[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || { echo "run.sh: $v must be a positive integer, got '${!v}'" >&2; exit 2; }
@@ -104,7 +116,13 @@ group_alive() { # any non-zombie process left in process group $1?
 	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
-stop_group() {
+running() { # is pid $1 alive and not a zombie?
+	local st
+	st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+	[[ -n $st && $st != Z ]]
+}
+
+stop_group() { # pid [descendant pids that must be gone afterwards]
 	local pid=$1 i
 	kill -TERM -- "-$pid" 2>/dev/null || true
 	for ((i = 0; i < 100; i++)); do
@@ -117,7 +135,19 @@ stop_group() {
 		for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
 	fi
 	wait "$pid" 2>/dev/null || true
-	local left=() p
+	shift
+	local p
+	for p; do
+		for ((i = 0; i < 50; i++)); do
+			running "$p" || break
+			sleep 0.1
+		done
+		if running "$p"; then
+			log "worker $p outlived its parent $pid by 5s; sending SIGKILL"
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+	done
+	local left=()
 	for p in "${started[@]}"; do [[ $p == "$pid" ]] || left+=("$p"); done
 	started=("${left[@]}")
 }
@@ -220,6 +250,12 @@ sum_cpu_ms() { # utime+stime of all pids, in ms
 	for p; do t=$(awk -v a="$t" -v b="$(cpu_ms "$p")" 'BEGIN { print a + b }'); done
 	echo "$t"
 }
+# busy_ms: CPU time the whole machine spent in user, nice, system and steal
+# (irq and softirq time are accounted apart from processes here, so they are
+# left out on both sides).
+busy_ms() { awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { print ($2 + $3 + $4 + $9) * 1000 / hz }' /proc/stat; }
+# reaped_ms: CPU time of this script's reaped children (wrk, and the helpers).
+reaped_ms() { sed 's/^.*) //' "/proc/$$/stat" | awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000 / hz }'; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -255,27 +291,43 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			((${#workers[@]} == WORKERS)) || log "warning: $name has ${#workers[@]} child processes, expected $WORKERS"
 		fi
 		url=http://127.0.0.1:$port/
-		wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
+		wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "$url" >/dev/null
 		servers=("${workers[@]}")
 		((${#servers[@]})) || servers=("$pid")
 		w0=$(sum_cpu_ms "${servers[@]}")
 		c0=$(cpu_ms "$pid")
+		b0=$(busy_ms)
+		k0=$(reaped_ms)
 		t0=$(now_ms)
-		wrk --latency -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "$url" >"$raw/wrk.$name.$round.txt"
+		wrk --latency -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "$url" >"$raw/wrk.$name.$round.txt" &
+		wrk_pid=$!
+		# How the kernel spread wrk's connections over the workers.
+		sleep 1
+		conns=$(ss -Htnp state established "( sport = :$port )" | grep -o 'pid=[0-9]*' | sort | uniq -c | awk '{ print $1 }' | sort -n | tr '\n' ' ' || true)
+		wait "$wrk_pid"
 		t1=$(now_ms)
+		k1=$(reaped_ms)
+		b1=$(busy_ms)
 		c1=$(cpu_ms "$pid")
 		w1=$(sum_cpu_ms "${servers[@]}")
+		# CPU that other processes on the machine took during the run: all
+		# busy CPU time minus the servers' and wrk's (and this script's own).
+		ours=$(awk -v w="$((${w1%.*} - ${w0%.*}))" -v c="$((${c1%.*} - ${c0%.*}))" -v k="$((${k1%.*} - ${k0%.*}))" -v single="${#workers[@]}" \
+			'BEGIN { print w + k + (single ? c : 0) }')
+		other=$(awk -v b="$((${b1%.*} - ${b0%.*}))" -v o="$ours" -v t="$((t1 - t0))" -v n="$(nproc)" \
+			'BEGIN { v = 100 * (b - o) / (t * n); printf "%.1f", (v < 0 ? 0 : v) }')
 		rss=$(rss_kb "$pid")
 		for w in "${workers[@]}"; do rss+=" $(rss_kb "$w")"; done
 		printf 'cpu\t%s\t%d\t%s\t%d\n' "$name" "$round" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" $((t1 - t0)) >>"$samples"
 		printf 'wcpu\t%s\t%d\t%s\n' "$name" "$round" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" >>"$samples"
 		printf 'rss\t%s\t%d\t%s\n' "$name" "$round" "${rss// /$'\t'}" >>"$samples"
-		printf 'load\t%s\t%d\t%s\n' "$name" "$round" "$(cut -d' ' -f1 /proc/loadavg)" >>"$samples"
-		log "round $round/$ROUNDS $name: $(awk '/^Requests\/sec/ { print $2 }' "$raw/wrk.$name.$round.txt") req/s, parent cpu $(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }') ms"
+		[[ -z ${conns// /} ]] || printf 'conns\t%s\t%d\t%s\n' "$name" "$round" "$(echo $conns | tr ' ' '\t')" >>"$samples"
+		printf 'other\t%s\t%d\t%s\n' "$name" "$round" "$other" >>"$samples"
+		log "round $round/$ROUNDS $name: $(awk '/^Requests\/sec/ { print $2 }' "$raw/wrk.$name.$round.txt") req/s, parent cpu $(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }') ms, other processes ${other}% of the CPUs"
 		if [[ $name == forkline-* ]] && ! grep -q 'msg="cluster ready"' "$plog"; then
 			log "warning: $name never logged msg=\"cluster ready\""
 		fi
-		stop_group "$pid"
+		stop_group "$pid" "${workers[@]}"
 	done
 done
 load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -305,19 +357,21 @@ fasthttp_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala
 	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "- Command: \`$invocation\`"
 	echo "- Kernel: \`$(uname -r)\`, CPUs (nproc): $(nproc), $(go version | cut -d' ' -f3-), node $(command -v node >/dev/null && node --version || echo -), $(nginx -v 2>&1 | sed 's/^nginx version: //'), fasthttp $fasthttp_version, forkline mode $FORKLINE_MODE"
-	echo "- Load: \`wrk --latency -t$THREADS -c$CONNS -d${DURATION}s http://127.0.0.1:<port>/\` after a ${WARMUP}s warm-up that is discarded; $ROUNDS interleaved rounds (even rounds in reverse order), a fresh server process per run; 2 workers per peer; wrk and the servers share the same $(nproc) CPUs"
+	echo "- Load: \`wrk --latency -t$THREADS -c$CONNS -d${DURATION}s${NEW_CONN:+ -H 'Connection: close'} http://127.0.0.1:<port>/\` after a ${WARMUP}s warm-up that is discarded; $ROUNDS interleaved rounds (even rounds in reverse order), a fresh server process per run; 2 workers per peer; wrk and the servers share the same $(nproc) CPUs"
 	echo "- Load average (1/5/15 min): before $load_before, after throughput $load_mid, after startup $load_after"
 	echo
 	echo "$table"
 	echo
 	echo "How to read it:"
 	echo
-	echo "- *parent CPU during run*: utime+stime of the parent/primary/master process (from \`/proc/<pid>/stat\`, 10 ms ticks) over the measured wrk run, and that as a share of the run's wall time. forkline's parent is not in the request path, so it should stay at ~0. Node's primary accepts every connection in its default round-robin mode, but wrk keeps its $CONNS connections open, so little shows here."
+	echo "- *parent CPU during run*: utime+stime of the parent/primary/master process (from \`/proc/<pid>/stat\`, 10 ms ticks) over the measured wrk run, and that as a share of the run's wall time. forkline's parent is not in the request path, so it should stay at ~0. Node's primary accepts every connection in its default round-robin mode: $([[ -n $NEW_CONN ]] && echo "with a new connection per request (NEW_CONN=1) that shows." || echo "wrk keeps its $CONNS connections open, so little shows here (NEW_CONN=1 shows it).")"
 	echo "- *worker CPU per request*: utime+stime of all workers (of the one process for net/http) over the measured run, divided by the requests wrk completed; less sensitive than req/s to CPU taken by other jobs on a shared machine (not immune: caches and SMT siblings are shared too)."
+	echo "- *connections per worker*: wrk's $CONNS connections as the kernel spread them over the worker processes (by \`ss\`, 1 s into the run), median over rounds, smallest first."
 	echo "- *RSS*: VmRSS right after the measured run, median over rounds; workers are listed smallest first."
 	echo "- *startup*: measured from outside by \`bench/cmd/startup\`, from just before exec until $WORKERS distinct worker pids have answered on fresh connections (1 pid for the single net/http process); $STARTUP_N samples per peer, interleaved."
 	echo "- fasthttp/prefork starts runtime.GOMAXPROCS(0) children; its peer sets the master's GOMAXPROCS to 2 with runtime.GOMAXPROCS (each child then runs with GOMAXPROCS=1, set by fasthttp/prefork). fasthttp/prefork passes no worker index, so its body says worker=0."
-	echo "- The machine is shared and noisy: trust ratios of interleaved rounds more than absolute figures."
+	echo "- *other processes* (per-run table): CPU time that processes other than the servers, wrk and this script took during the run, as a share of all CPUs (busy time from \`/proc/stat\` minus theirs). Runs where it is high are disturbed."
+	echo "- The machine is shared and noisy: trust ratios of interleaved rounds more than absolute figures. The load average includes the benchmark itself (wrk plus the busy server threads count for about 3)."
 } >"$work/results.md"
 cat "$work/results.md"
 if [[ -n $RESULTS ]]; then

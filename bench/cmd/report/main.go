@@ -11,7 +11,8 @@
 //	  wcpu    <peer> <round> <utime+stime delta of the workers (or the one process), ms>
 //	  rss     <peer> <round> <parent VmRSS kB> [<worker VmRSS kB>...]
 //	  startup <peer> <sample> <ms>
-//	  load    <peer> <round> <1-minute load average at the end of the run>
+//	  conns   <peer> <round> <established connections of each worker>...
+//	  other   <peer> <round> <% of all CPUs that other processes took during the run>
 package main
 
 import (
@@ -55,8 +56,9 @@ type result struct {
 	cpuPct   []float64
 	rssPar   []float64 // kB
 	rssWork  [][]float64
-	startups []float64 // ms
-	load     []float64 // 1-minute load average at the end of each run
+	conns    [][]float64
+	startups []float64       // ms
+	other    map[int]float64 // % of the CPUs other processes took, by round
 }
 
 func main() {
@@ -79,7 +81,7 @@ func load(dir string) (map[string]*result, error) {
 	get := func(name string) *result {
 		r := res[name]
 		if r == nil {
-			r = &result{rps: make(map[int]float64), reqs: make(map[int]float64), wcpu: make(map[int]float64)}
+			r = &result{rps: make(map[int]float64), reqs: make(map[int]float64), wcpu: make(map[int]float64), other: make(map[int]float64)}
 			res[name] = r
 		}
 		return r
@@ -104,7 +106,9 @@ func load(dir string) (map[string]*result, error) {
 		r := get(parts[1])
 		r.rps[round] = w.rps
 		r.reqs[round] = w.requests
-		r.p99 = append(r.p99, w.p99)
+		if w.p99 > 0 {
+			r.p99 = append(r.p99, w.p99)
+		}
 		r.errors += w.errors
 	}
 
@@ -141,19 +145,23 @@ func load(dir string) (map[string]*result, error) {
 			}
 			r.cpuMS = append(r.cpuMS, nums[0])
 			r.cpuPct = append(r.cpuPct, 100*nums[0]/nums[1])
-		case "wcpu":
+		case "wcpu", "other":
 			round, err := strconv.Atoi(fields[2])
 			if err != nil {
 				return nil, fmt.Errorf("samples.tsv:%d: bad round: %w", line, err)
 			}
-			r.wcpu[round] = nums[0]
+			if fields[0] == "wcpu" {
+				r.wcpu[round] = nums[0]
+			} else {
+				r.other[round] = nums[0]
+			}
 		case "rss":
 			r.rssPar = append(r.rssPar, nums[0])
 			r.rssWork = append(r.rssWork, nums[1:])
 		case "startup":
 			r.startups = append(r.startups, nums[0])
-		case "load":
-			r.load = append(r.load, nums[0])
+		case "conns":
+			r.conns = append(r.conns, nums)
 		default:
 			return nil, fmt.Errorf("samples.tsv:%d: unknown kind %q", line, fields[0])
 		}
@@ -268,8 +276,8 @@ func labelOf(name string) string {
 func mb(kb float64) string { return fmt.Sprintf("%.1f", kb/1024) }
 
 func write(w io.Writer, res map[string]*result) {
-	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | worker CPU per request, median | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
-	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | worker CPU per request, median | connections per worker | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
+	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, p := range peers {
 		r := res[p.name]
 		if r == nil {
@@ -302,14 +310,20 @@ func write(w io.Writer, res map[string]*result) {
 		rpsCell, p99 := "—", "—"
 		if len(r.rps) > 0 {
 			rpsCell = fmt.Sprintf("%.0f", rps)
-			p99 = fmt.Sprintf("%.2f ms", median(r.p99))
+			if len(r.p99) > 0 {
+				p99 = fmt.Sprintf("%.2f ms", median(r.p99))
+			}
 		}
 		perReq := "—"
 		if v := cpuPerRequest(r); len(v) > 0 {
 			perReq = fmt.Sprintf("%.1f µs", median(v))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n",
-			p.label, rpsCell, ratio, p99, r.errors, perReq, cpu, rssPar, rssWork, startup)
+		conns := "—"
+		if len(r.conns) > 0 {
+			conns = spread(r.conns, func(v float64) string { return fmt.Sprintf("%.0f", v) }, " / ")
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n",
+			p.label, rpsCell, ratio, p99, r.errors, perReq, conns, cpu, rssPar, rssWork, startup)
 	}
 
 	fmt.Fprintln(w)
@@ -332,11 +346,57 @@ func write(w io.Writer, res map[string]*result) {
 			median(values(a.rps))/median(values(b.rps)), strings.Join(strs, ", "))
 	}
 
+	writeQuiet(w, res)
 	writeRounds(w, res)
 }
 
-// writeRounds prints every run's req/s, and the 1-minute load average at its
-// end, so that the noise behind the medians can be judged.
+// quietLimit is how much of the CPUs other processes may have taken during
+// a run for it to count as undisturbed.
+const quietLimit = 5.0
+
+// writeQuiet prints the forkline ratios again, over only the rounds in which
+// neither run of the pair was disturbed by other processes.
+func writeQuiet(w io.Writer, res map[string]*result) {
+	for _, p := range peers {
+		if !strings.HasPrefix(p.name, "forkline-") {
+			continue
+		}
+		a, b := res[p.name], res[p.baseline]
+		if a == nil || b == nil {
+			continue
+		}
+		var rounds []int
+		for r := range a.rps {
+			oa, okA := a.other[r]
+			ob, okB := b.other[r]
+			if _, ok := b.rps[r]; ok && okA && okB && oa < quietLimit && ob < quietLimit {
+				rounds = append(rounds, r)
+			}
+		}
+		slices.Sort(rounds)
+		if len(rounds) == 0 {
+			fmt.Fprintf(w, "- %s vs %s, undisturbed rounds only (other processes < %.0f%% of the CPUs in both runs): none\n",
+				labelOf(p.name), labelOf(p.baseline), quietLimit)
+			continue
+		}
+		ratios := make([]float64, len(rounds))
+		strs := make([]string, len(rounds))
+		for i, r := range rounds {
+			ratios[i] = a.rps[r] / b.rps[r]
+			strs[i] = fmt.Sprintf("round %d: %.3f", r, ratios[i])
+		}
+		fmt.Fprintf(w, "- %s vs %s, undisturbed rounds only (other processes < %.0f%% of the CPUs in both runs): median **%.3f** [%s]\n",
+			labelOf(p.name), labelOf(p.baseline), quietLimit, median(ratios), strings.Join(strs, ", "))
+	}
+}
+
+func hasKey(m map[int]float64, k int) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// writeRounds prints every run's req/s, and how much CPU other processes
+// took meanwhile, so that the noise behind the medians can be judged.
 func writeRounds(w io.Writer, res map[string]*result) {
 	nrounds := 0
 	for _, r := range res {
@@ -348,7 +408,7 @@ func writeRounds(w io.Writer, res map[string]*result) {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Every run (req/s; the 1-minute load average at the end of the run in brackets):")
+	fmt.Fprintln(w, "Every run (req/s; in brackets, the share of all CPUs that other processes took during the run):")
 	fmt.Fprintln(w)
 	fmt.Fprint(w, "| Peer |")
 	for i := 1; i <= nrounds; i++ {
@@ -370,8 +430,8 @@ func writeRounds(w io.Writer, res map[string]*result) {
 			switch {
 			case !ok:
 				fmt.Fprint(w, " — |")
-			case i-1 < len(r.load):
-				fmt.Fprintf(w, " %.0f (%.2f) |", v, r.load[i-1])
+			case hasKey(r.other, i):
+				fmt.Fprintf(w, " %.0f (%.0f%%) |", v, r.other[i])
 			default:
 				fmt.Fprintf(w, " %.0f |", v)
 			}
@@ -380,9 +440,13 @@ func writeRounds(w io.Writer, res map[string]*result) {
 	}
 }
 
-// workersRSS is the per-worker median RSS, workers sorted by size in each
-// round so that "smallest" and "largest" line up across rounds.
-func workersRSS(rounds [][]float64) string {
+// workersRSS is the per-worker median RSS.
+func workersRSS(rounds [][]float64) string { return spread(rounds, mb, " + ") }
+
+// spread is the per-worker median of a per-round list of per-worker values,
+// the workers sorted in each round so that "smallest" and "largest" line up
+// across rounds.
+func spread(rounds [][]float64, format func(float64) string, sep string) string {
 	width := 0
 	for _, ws := range rounds {
 		width = max(width, len(ws))
@@ -400,7 +464,7 @@ func workersRSS(rounds [][]float64) string {
 	}
 	parts := make([]string, width)
 	for i, c := range cols {
-		parts[i] = mb(median(c))
+		parts[i] = format(median(c))
 	}
-	return strings.Join(parts, " + ")
+	return strings.Join(parts, sep)
 }
