@@ -52,9 +52,13 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 		}
 		errc := make(chan error, 1)
 		go func() { errc <- srv.Serve(trackingListener{ln}) }()
+		served := false
 		select {
 		case err := <-errc:
-			return err
+			if ctx.Err() == nil {
+				return err // Serve failed on its own
+			}
+			served = true // the drain ended the accept loop first
 		case <-ctx.Done():
 		}
 
@@ -64,7 +68,9 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 		} else {
 			ln.Close()
 		}
-		<-errc
+		if !served {
+			<-errc
+		}
 		ln.Close()
 
 		deadline := stopTimeout

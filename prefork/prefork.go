@@ -78,8 +78,11 @@ func envInt(name string) int {
 // A ServeFunc serves connections from ln in a worker. The worker counts as
 // ready (serving) from the first call to ln.Accept. ctx is cancelled when
 // the worker must drain: stop accepting, finish the work in flight, and
-// return nil. ln is a *net.TCPListener underneath: its methods other than
-// Accept are the TCPListener's. forkline closes ln after the function returns. An error
+// return nil. From then on ln.Accept returns the connections already queued
+// and then net.ErrClosed; a server that waits for its accept loop to end
+// before it shuts down loses none of them, even when this worker holds the
+// socket's last copy (a scale-down, a shutdown). ln is a *net.TCPListener
+// underneath: its methods other than Accept are the TCPListener's. forkline closes ln after the function returns. An error
 // returned while ctx is not cancelled is the worker's failure: it is
 // reported to the parent, which replaces the worker (or, if no worker has
 // become ready yet, stops and returns the error from Run).

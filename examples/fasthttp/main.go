@@ -82,9 +82,9 @@ const maxIdleGrace = time.Second
 // that is idle at that instant, which races with a client that is sending
 // its next request on it: under wrk, two reloads failed 70 requests that
 // way. So the drain goes in stages, as forkline's own net/http drain does:
-// stop accepting (connections already queued stay on the slot socket for the
-// next worker), answer every further request with "Connection: close" so
-// that clients leave by themselves, and only then shut down.
+// stop accepting once the queue is empty (forkline's listener does that when
+// ctx is cancelled), answer every further request with "Connection: close"
+// so that clients leave by themselves, and only then shut down.
 func serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
 	body := fmt.Appendf(nil, "Hello from worker=%d pid=%d gen=%d\n",
 		prefork.WorkerID(), os.Getpid(), prefork.Generation())
@@ -105,23 +105,27 @@ func serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
+	// Stop accepting. Once ctx is cancelled, forkline's listener hands out
+	// the connections already queued and then fails Accept, so Serve returns
+	// without abandoning the queue; the connections it accepted are still
+	// served by fasthttp's worker goroutines.
+	var err error
 	select {
-	case err := <-served:
-		// Serve failed on its own (not because of a drain).
-		return err
+	case err = <-served:
+		if ctx.Err() == nil {
+			return err // Serve failed on its own, not because of a drain
+		}
 	case <-ctx.Done():
+		draining.Store(true)
+		err = <-served
+	}
+	draining.Store(true)
+	if err != nil {
+		return fmt.Errorf("fasthttp: %w", err)
 	}
 
 	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-
-	// Stop accepting. Serve returns; the connections it accepted are still
-	// served by fasthttp's worker goroutines.
-	draining.Store(true)
-	ln.Close()
-	if err := <-served; err != nil {
-		return fmt.Errorf("fasthttp: %w", err)
-	}
 
 	// Give keep-alive clients a moment to take their "Connection: close".
 	// (After Serve has returned, GetOpenConnectionsCount reports one less
