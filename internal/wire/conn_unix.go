@@ -153,7 +153,7 @@ func closeFDs(fds []int) {
 // is safe for concurrent use; frames sent by one goroutine are written in
 // the order of the calls.
 func (c *Conn) Send(f *Frame) error {
-	return c.send(nil, f, false)
+	return c.send(context.Background(), false, f, false)
 }
 
 // SendControl is Send for the small control frames that must not be lost
@@ -161,16 +161,16 @@ func (c *Conn) Send(f *Frame) error {
 // by Options.QueueBytes. A peer that does not read still gets it when it
 // reads again.
 func (c *Conn) SendControl(f *Frame) error {
-	return c.send(nil, f, true)
+	return c.send(context.Background(), false, f, true)
 }
 
 // SendWait is like Send but waits for room in the queue until ctx is done;
 // then it returns an error wrapping both ErrQueueFull and ctx.Err().
 func (c *Conn) SendWait(ctx context.Context, f *Frame) error {
-	return c.send(ctx, f, false)
+	return c.send(ctx, true, f, false)
 }
 
-func (c *Conn) send(ctx context.Context, f *Frame, control bool) error {
+func (c *Conn) send(ctx context.Context, wait bool, f *Frame, control bool) error {
 	if err := checkSend(f, c.opts.MaxPayload); err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ func (c *Conn) send(ctx context.Context, f *Frame, control bool) error {
 		if control || c.queued == 0 || c.queued+size <= c.opts.QueueBytes {
 			break
 		}
-		if ctx == nil {
+		if !wait {
 			c.mu.Unlock()
 			closeFDs(dups[:nfds])
 			return ErrQueueFull
