@@ -52,7 +52,7 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 				s.cfg.OnMessage(m)
 			}
 		case wire.TypeRequest:
-			s.resp.serve(f, Parent, from.conn.Send)
+			s.resp.serve(f, Parent, from.conn.SendDirect)
 			f.FDs = nil // the handler's message owns them
 		case wire.TypeReply, wire.TypeReplyErr:
 			s.reqs.onReply(&f)
@@ -73,8 +73,10 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 	var err error
 	if w := routes[to]; w == nil {
 		err = fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
+	} else if f.Type == wire.TypeUser {
+		err = sendErr(to, w.conn.Send(&f)) // batched with the sender's stream
 	} else {
-		err = sendErr(to, w.conn.Send(&f))
+		err = sendErr(to, w.conn.SendDirect(&f)) // a request or a reply: latency first
 	}
 	if err == nil {
 		return
@@ -141,7 +143,7 @@ func (s *supervisor) request(ctx context.Context, to int, data []byte) ([]byte, 
 			return fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
 		}
 		f.ID = id
-		return sendErr(to, w.conn.Send(&f))
+		return sendErr(to, w.conn.SendDirect(&f))
 	})
 }
 

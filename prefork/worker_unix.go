@@ -188,7 +188,7 @@ func (wk *workerSide) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
 			return
 		}
 	case wire.TypeRequest:
-		wk.resp.serve(f, wk.id, wk.conn.Send)
+		wk.resp.serve(f, wk.id, wk.conn.SendDirect)
 		return
 	case wire.TypeReply, wire.TypeReplyErr:
 		wk.reqs.onReply(&f)
@@ -247,7 +247,7 @@ func (wk *workerSide) request(ctx context.Context, to int, data []byte) ([]byte,
 	}
 	return wk.reqs.do(ctx, func(id uint64) error {
 		f.ID = id
-		return sendErr(to, wk.conn.Send(&f))
+		return sendErr(to, wk.conn.SendDirect(&f))
 	})
 }
 

@@ -42,7 +42,12 @@ func BenchmarkOneWay64(b *testing.B) {
 
 // BenchmarkRoundTrip sends a request, has the peer answer it, and receives
 // the reply; it reports the median and 99th percentile round trip.
-func BenchmarkRoundTrip(b *testing.B) {
+func BenchmarkRoundTrip(b *testing.B) { benchmarkRoundTrip(b, (*Conn).Send) }
+
+// BenchmarkRoundTripDirect writes requests and replies with SendDirect.
+func BenchmarkRoundTripDirect(b *testing.B) { benchmarkRoundTrip(b, (*Conn).SendDirect) }
+
+func benchmarkRoundTrip(b *testing.B, send func(*Conn, *Frame) error) {
 	a, z := conns(b, Options{})
 	done := make(chan error, 1)
 	go func() {
@@ -53,7 +58,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 				return
 			}
 			f.Type, f.From, f.To = TypeReply, f.To, f.From
-			if err := z.Send(&f); err != nil {
+			if err := send(z, &f); err != nil {
 				done <- err
 				return
 			}
@@ -66,7 +71,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for i := range b.N {
 		req.ID = uint64(i)
 		start := time.Now()
-		if err := a.Send(&req); err != nil {
+		if err := send(a, &req); err != nil {
 			b.Fatal(err)
 		}
 		f, err := a.Recv()

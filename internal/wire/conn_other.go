@@ -34,6 +34,9 @@ func (c *Conn) Send(f *Frame) error { return fmt.Errorf("%w: %w", ErrClosed, err
 // SendWait returns an error wrapping ErrClosed.
 func (c *Conn) SendWait(ctx context.Context, f *Frame) error { return c.Send(f) }
 
+// SendDirect is Send; see the unix version.
+func (c *Conn) SendDirect(f *Frame) error { return c.Send(f) }
+
 // SendControl is Send without the queue bound; see the unix version.
 func (c *Conn) SendControl(f *Frame) error { return c.Send(f) }
 

@@ -177,7 +177,24 @@ func TestOrderingConcurrentSenders(t *testing.T) {
 		wg.Go(func() {
 			for i := range perSender {
 				f := Frame{Type: TypeUser, From: uint32(s), ID: uint64(i), Payload: []byte(fmt.Sprint(s, i))}
-				if err := a.SendWait(ctx, &f); err != nil {
+				send := func() error { return a.SendWait(ctx, &f) }
+				if s%2 == 1 && i%3 == 0 {
+					// Direct writes mixed in: they must keep each
+					// sender's order too. (A full queue is not an error
+					// here; wait for room as SendWait does.)
+					send = func() error {
+						for {
+							err := a.SendDirect(&f)
+							if !errors.Is(err, ErrQueueFull) {
+								return err
+							}
+							if err := a.SendWait(ctx, &f); !errors.Is(err, ErrQueueFull) {
+								return err
+							}
+						}
+					}
+				}
+				if err := send(); err != nil {
 					errs <- err
 					return
 				}
