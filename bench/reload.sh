@@ -45,6 +45,7 @@
 # SIGTERM to that group, then its workers are waited for (forkline's run in
 # process groups of their own) and SIGKILLed by pid after 10 s.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 RELOADS=${RELOADS:-20}
 CLIENTS=${CLIENTS:-32}
@@ -95,9 +96,6 @@ mkdir -p "$bin" "$raw"
 # ---- process handling -------------------------------------------------------
 started=() # leaders of the process groups this script created
 
-group_alive() { # any non-zombie process left in process group $1?
-	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
-}
 
 proc_state() { # pid: "<state> <starttime>" from /proc/<pid>/stat, or nothing
 	{ sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null || true; } | awk '{ print $1, $20 }'
@@ -161,18 +159,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { # a port below the ephemeral range with no socket on it
-	local p i
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 12000))
-		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )") ]]; then
-			echo "$p"
-			return
-		fi
-	done
-	echo "reload.sh: no free port found" >&2
-	return 1
-}
 
 # start logfile cmd...: starts cmd in a new session; sets pid.
 start() {
@@ -192,33 +178,6 @@ start() {
 	return 1
 }
 
-nginx_conf() { # dir port: writes dir/nginx.conf
-	local dir=$1 port=$2 user=""
-	mkdir -p "$dir/logs"
-	[[ $(id -u) == 0 ]] && user="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
-	cat >"$dir/nginx.conf" <<-EOF
-		$user
-		worker_processes $WORKERS;
-		daemon off;
-		master_process on;
-		pid $dir/nginx.pid;
-		error_log $dir/logs/error.log notice;
-		events { worker_connections 4096; }
-		http {
-		    access_log off;
-		    client_body_temp_path $dir/client_body;
-		    proxy_temp_path $dir/proxy;
-		    fastcgi_temp_path $dir/fastcgi;
-		    uwsgi_temp_path $dir/uwsgi;
-		    scgi_temp_path $dir/scgi;
-		    server {
-		        listen 127.0.0.1:$port reuseport;
-		        default_type text/plain;
-		        location / { return 200 "Hello from worker=0 pid=\$pid gen=0\n"; }
-		    }
-		}
-	EOF
-}
 
 # ---- build ------------------------------------------------------------------
 log "building examples/hello and reloadbench"
@@ -245,7 +204,7 @@ run() {
 		;;
 	nginx)
 		dir=$work/nginx
-		nginx_conf "$dir" "$port"
+		NGINX_LOG_LEVEL=notice nginx_conf "$dir" "$port"
 		start "$raw/nginx.server.log" nginx -p "$dir" -c "$dir/nginx.conf"
 		log "nginx: master pid $pid on 127.0.0.1:$port"
 		"$bin/reloadbench" "${bench_args[@]}" -addr "127.0.0.1:$port" -pid "$pid" \

@@ -49,6 +49,7 @@
 # (forkline puts each worker in a process group of its own: the parent drains
 # them; the script then checks that the workers it saw are gone too.)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -112,9 +113,6 @@ samples=$raw/samples.tsv
 # ---- process handling -------------------------------------------------------
 started=() # leaders of the process groups this script created
 
-group_alive() { # any non-zombie process left in process group $1?
-	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
-}
 
 running() { # is pid $1 alive and not a zombie?
 	local st
@@ -162,47 +160,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { # a port below the ephemeral range with no socket on it
-	local p i
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 12000))
-		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )") ]]; then
-			echo "$p"
-			return
-		fi
-	done
-	echo "run.sh: no free port found" >&2
-	return 1
-}
 
-nginx_conf() { # dir port: writes dir/nginx.conf
-	local dir=$1 port=$2 user=""
-	mkdir -p "$dir/logs"
-	[[ $(id -u) == 0 ]] && user="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
-	cat >"$dir/nginx.conf" <<-EOF
-		$user
-		worker_processes $WORKERS;
-		daemon off;
-		master_process on;
-		pid $dir/nginx.pid;
-		error_log $dir/logs/error.log warn;
-		events { worker_connections 4096; }
-		http {
-		    access_log off;
-		    client_body_temp_path $dir/client_body;
-		    proxy_temp_path $dir/proxy;
-		    fastcgi_temp_path $dir/fastcgi;
-		    uwsgi_temp_path $dir/uwsgi;
-		    scgi_temp_path $dir/scgi;
-		    keepalive_requests 1000000;
-		    server {
-		        listen 127.0.0.1:$port reuseport;
-		        default_type text/plain;
-		        location / { return 200 "Hello from worker=0 pid=\$pid gen=0\n"; }
-		    }
-		}
-	EOF
-}
 
 # peer_cmd name port: sets cmd=(...) and ndistinct (pids that must answer).
 peer_cmd() {
@@ -216,7 +174,7 @@ peer_cmd() {
 	node-cluster) cmd=(node "$here/peers/node-cluster.js" -addr "$addr" -workers "$WORKERS") ;;
 	nginx)
 		local dir=$work/nginx/$port
-		nginx_conf "$dir" "$port"
+		nginx_conf "$dir" "$port" "keepalive_requests 1000000"
 		cmd=(nginx -p "$dir" -c "$dir/nginx.conf")
 		;;
 	*) echo "run.sh: unknown peer $name" >&2; return 1 ;;

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,7 +92,7 @@ func runCommand(c *prefork.Cluster, cmd command) ([]byte, error) {
 			binary.LittleEndian.PutUint64(buf[:], uint64(i))
 			err := c.Send(cmd.To, buf[:])
 			if errors.Is(err, prefork.ErrQueueFull) {
-				time.Sleep(50 * time.Microsecond) // back-pressure: let the queue drain
+				runtime.Gosched() // back-pressure: let the writer drain the queue
 				continue
 			}
 			if err != nil {
@@ -121,7 +122,7 @@ func runCommand(c *prefork.Cluster, cmd command) ([]byte, error) {
 		return got, err
 	case "sleep":
 		d, _ := time.ParseDuration(cmd.Data)
-		time.Sleep(d) // the slow work a request timeout is tested against
+		<-time.After(d) // the slow work a request timeout is tested against
 		return []byte("slept"), nil
 	case "garbage", "forge":
 		// Write to the channel socket behind forkline's back.

@@ -1,0 +1,54 @@
+# Shell functions shared by the benchmark scripts (run.sh, reload.sh).
+# Source it after setting WORKERS; the caller's $0 names it in messages.
+
+group_alive() { # any non-zombie process left in process group $1?
+	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
+free_port() { # a port below the ephemeral range with no socket on it
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 12000))
+		if [[ -z $(ss -Htan "( sport = :$p or dport = :$p )") ]]; then
+			echo "$p"
+			return
+		fi
+	done
+	echo "$(basename "$0"): no free port found" >&2
+	return 1
+}
+
+# nginx_conf dir port [http directives...]: writes dir/nginx.conf, a
+# 2-worker (WORKERS) nginx answering "Hello ..." on 127.0.0.1:port with
+# reuseport, running in the foreground with everything under dir.
+nginx_conf() {
+	local dir=$1 port=$2 user="" extra
+	shift 2
+	extra=""
+	(($# == 0)) || extra=$(printf '%s; ' "$@")
+	mkdir -p "$dir/logs"
+	[[ $(id -u) == 0 ]] && user="user nobody $(id -gn nobody 2>/dev/null || echo nogroup);"
+	cat >"$dir/nginx.conf" <<-EOF
+		$user
+		worker_processes $WORKERS;
+		daemon off;
+		master_process on;
+		pid $dir/nginx.pid;
+		error_log $dir/logs/error.log ${NGINX_LOG_LEVEL:-warn};
+		events { worker_connections 4096; }
+		http {
+		    access_log off;
+		    client_body_temp_path $dir/client_body;
+		    proxy_temp_path $dir/proxy;
+		    fastcgi_temp_path $dir/fastcgi;
+		    uwsgi_temp_path $dir/uwsgi;
+		    scgi_temp_path $dir/scgi;
+		    $extra
+		    server {
+		        listen 127.0.0.1:$port reuseport;
+		        default_type text/plain;
+		        location / { return 200 "Hello from worker=0 pid=\$pid gen=0\n"; }
+		    }
+		}
+	EOF
+}
