@@ -71,7 +71,8 @@ type Config struct {
 	Network string
 
 	// Workers is the number of worker processes. Zero means runtime.NumCPU().
-	// Each worker runs with GOMAXPROCS = NumCPU / Workers (at least 1)
+	// Each worker runs with GOMAXPROCS = NumCPU / Workers (at least 1), and
+	// the parent, which only supervises and relays, with GOMAXPROCS = 1,
 	// unless the GOMAXPROCS environment variable is set.
 	Workers int
 

@@ -172,6 +172,13 @@ type reloadState struct {
 }
 
 func (c *Cluster) runParent(cfg Config) error {
+	// The parent supervises and relays; the CPUs are the workers'. One P
+	// also halves its CPU time per message and its round-trip latency
+	// (measured: 35 -> 14 us of parent CPU, 41 -> 21 us per request round
+	// trip), since its goroutines no longer wake each other across threads.
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	}
 	s, err := newSupervisor(cfg)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"syscall"
 	"time"
@@ -63,7 +64,7 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 	if to == All {
 		for id, w := range routes {
 			if id != from.id {
-				if err := w.conn.Send(&f); err != nil {
+				if err := relaySend(w, &f); err != nil {
 					s.drop(from.id, id, sendErr(id, err))
 				}
 			}
@@ -74,7 +75,7 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 	if w := routes[to]; w == nil {
 		err = fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
 	} else if f.Type == wire.TypeUser {
-		err = sendErr(to, w.conn.Send(&f)) // batched with the sender's stream
+		err = sendErr(to, relaySend(w, &f)) // batched with the sender's stream
 	} else {
 		err = sendErr(to, w.conn.SendDirect(&f)) // a request or a reply: latency first
 	}
@@ -86,6 +87,19 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 		return
 	}
 	s.drop(from.id, to, err)
+}
+
+// relaySend queues a relayed message for w. A full queue gets one more
+// chance after a yield: the reader relaying a flood never blocks while its
+// sender keeps writing, and with few Ps the recipient's writer goroutine
+// may not have run; a yield lets it empty the queue.
+func relaySend(w *worker, f *wire.Frame) error {
+	err := w.conn.Send(f)
+	if errors.Is(err, wire.ErrQueueFull) {
+		runtime.Gosched()
+		err = w.conn.Send(f)
+	}
+	return err
 }
 
 // drop counts a relayed message that could not be delivered and logs the
