@@ -52,3 +52,23 @@ nginx_conf() {
 		}
 	EOF
 }
+
+# start_session logfile name cmd...: starts cmd in a new session (a process
+# group of its own, so that it can be stopped as a group) with its output
+# appended to logfile; sets pid and appends it to the array started.
+start_session() {
+	local logf=$1 name=$2
+	shift 2
+	setsid "$@" </dev/null >>"$logf" 2>&1 &
+	pid=$!
+	started+=("$pid")
+	# setsid execs in place when it is not a group leader (a background job of
+	# a non-interactive shell is not), so $! is the server and its group id.
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[[ $(ps -o pgid= -p "$pid" | tr -d ' ') == "$pid" ]] && return 0
+		sleep 0.01
+	done
+	echo "$(basename "$0"): $name (pid $pid) is not a process group leader" >&2
+	return 1
+}

@@ -161,22 +161,7 @@ trap 'exit 130' INT TERM
 
 
 # start logfile cmd...: starts cmd in a new session; sets pid.
-start() {
-	local logf=$1 name=$2
-	shift
-	setsid "$@" </dev/null >>"$logf" 2>&1 &
-	pid=$!
-	started+=("$pid")
-	# setsid execs in place when it is not a group leader (a background job of
-	# a non-interactive shell is not), so $! is the server and its group id.
-	local i
-	for ((i = 0; i < 50; i++)); do
-		[[ $(ps -o pgid= -p "$pid" | tr -d ' ') == "$pid" ]] && return 0
-		sleep 0.01
-	done
-	echo "reload.sh: $name (pid $pid) is not a process group leader" >&2
-	return 1
-}
+start() { start_session "$1" "$2" "${@:2}"; }
 
 
 # ---- build ------------------------------------------------------------------

@@ -184,18 +184,7 @@ peer_cmd() {
 # start_peer name port logfile: starts it in a new session; sets pid.
 start_peer() {
 	peer_cmd "$1" "$2"
-	setsid "${cmd[@]}" </dev/null >>"$3" 2>&1 &
-	pid=$!
-	started+=("$pid")
-	# setsid execs in place when it is not a group leader (a background job of
-	# a non-interactive shell is not), so $! is the server and its group id.
-	local i
-	for ((i = 0; i < 50; i++)); do
-		[[ $(ps -o pgid= -p "$pid" | tr -d ' ') == "$pid" ]] && return 0
-		sleep 0.01
-	done
-	echo "run.sh: $1 (pid $pid) is not a process group leader" >&2
-	return 1
+	start_session "$3" "$1" "${cmd[@]}"
 }
 
 cpu_ms() { # utime+stime of pid $1 in ms
