@@ -36,10 +36,7 @@ func TestSpreadAcrossWorkers(t *testing.T) {
 			t.Errorf("worker %d served %d of %d requests, want at least 35%%", id, counts[id], n)
 		}
 	}
-	c.signal(syscall.SIGTERM)
-	if code := c.wait(15 * time.Second); code != 0 {
-		t.Errorf("parent exit code %d, want 0", code)
-	}
+	c.stopAndCheck()
 }
 
 // loadClients runs n clients requesting on fresh connections until stop is
@@ -152,10 +149,7 @@ func TestKilledWorkerLosesNoQueuedConnection(t *testing.T) {
 	if failed > int64(held) {
 		t.Errorf("%d requests failed, but the killed worker had accepted only %d connections: queued connections were lost: %v", failed, held, errs)
 	}
-	c.signal(syscall.SIGTERM)
-	if code := c.wait(15 * time.Second); code != 0 {
-		t.Errorf("parent exit code %d, want 0", code)
-	}
+	c.stopAndCheck()
 }
 
 // SIGTERM with slow requests in flight: every one completes, the parent
@@ -267,10 +261,7 @@ func TestInheritMode(t *testing.T) {
 	if !seen[1] && !seen[2] {
 		t.Errorf("no worker answered: %v", seen)
 	}
-	c.signal(syscall.SIGTERM)
-	if code := c.wait(15 * time.Second); code != 0 {
-		t.Errorf("parent exit code %d, want 0", code)
-	}
+	c.stopAndCheck()
 }
 
 // A port held by a plain listener: Run fails within 5 s with an error that

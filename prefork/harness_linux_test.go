@@ -175,6 +175,16 @@ func (c *testCluster) signal(sig syscall.Signal) {
 	}
 }
 
+// stopAndCheck stops the cluster with SIGTERM and checks that it exits 0
+// (a data race found in the parent by the race detector would make it 66).
+func (c *testCluster) stopAndCheck() {
+	c.t.Helper()
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(20 * time.Second); code != 0 {
+		c.t.Errorf("parent exit code %d, want 0", code)
+	}
+}
+
 // wait waits for the parent to exit and returns its exit code.
 func (c *testCluster) wait(timeout time.Duration) int {
 	c.t.Helper()

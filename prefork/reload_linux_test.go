@@ -56,16 +56,6 @@ func (c *testCluster) reload(gen int, count func(logRecord)) time.Duration {
 	return time.Since(start)
 }
 
-// stopAndCheck stops the cluster with SIGTERM and checks that it exits 0
-// (a data race found in the parent by the race detector would make it 66).
-func (c *testCluster) stopAndCheck() {
-	c.t.Helper()
-	c.signal(syscall.SIGTERM)
-	if code := c.wait(20 * time.Second); code != 0 {
-		c.t.Errorf("parent exit code %d, want 0", code)
-	}
-}
-
 // exitCounter counts the "exit" records of workers the parent asked to stop
 // (the parent logs one after it has reaped the process), and notes those
 // that did not exit 0: a drain that ended in a kill, or a data race found

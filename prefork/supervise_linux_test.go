@@ -40,10 +40,7 @@ func TestScaleWithSignals(t *testing.T) {
 			t.Fatalf("worker 3 answered after the scale-down")
 		}
 	}
-	c.signal(syscall.SIGTERM)
-	if code := c.wait(15 * time.Second); code != 0 {
-		t.Errorf("parent exit code %d, want 0", code)
-	}
+	c.stopAndCheck()
 }
 
 // A worker that stops answering heartbeats (SIGSTOP) is killed and
