@@ -158,8 +158,7 @@ func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
 	// The worker is ready when its server first calls Accept: it is then
 	// serving, not merely started (Node's "online" vs "listening").
 	rl := &readyListener{TCPListener: ln, wk: wk}
-	// On drain, Accept hands out what is queued, then fails: a server that
-	// returns from its accept loop and then shuts down loses nothing queued.
+	// On drain, Accept hands out what is queued, then fails (see ServeFunc).
 	stopDrain := context.AfterFunc(ctx, rl.drain)
 	defer stopDrain()
 	err = fn(ctx, rl)
