@@ -235,32 +235,28 @@ func (ip *inProcess) shutdown() {
 // event returns the next event that match accepts.
 func (ip *inProcess) event(timeout time.Duration, what string, match func(prefork.Event) bool) prefork.Event {
 	ip.t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev := <-ip.events:
-			if match(ev) {
-				return ev
-			}
-		case <-deadline:
-			ip.t.Fatalf("no %s event within %v", what, timeout)
-		}
-	}
+	return next(ip.t, ip.events, timeout, what+" event", match)
 }
 
 // message returns the next message that match accepts.
 func (ip *inProcess) message(timeout time.Duration, what string, match func(prefork.Message) bool) prefork.Message {
 	ip.t.Helper()
+	return next(ip.t, ip.msgs, timeout, what+" message", match)
+}
+
+// next returns the next value from ch that match accepts; the test fails
+// if none comes within timeout.
+func next[T any](t *testing.T, ch <-chan T, timeout time.Duration, what string, match func(T) bool) T {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
-		case m := <-ip.msgs:
-			if match(m) {
-				return m
+		case v := <-ch:
+			if match(v) {
+				return v
 			}
 		case <-deadline:
-			ip.t.Fatalf("no %s message within %v", what, timeout)
-			return prefork.Message{}
+			t.Fatalf("no %s within %v", what, timeout)
 		}
 	}
 }

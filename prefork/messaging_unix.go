@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/forkline/forkline/internal/sockfd"
 	"github.com/forkline/forkline/internal/wire"
 )
 
@@ -153,7 +154,7 @@ func userFrame(typ wire.Type, from, to int, data []byte, files []syscall.Conn, m
 	}
 	f = wire.Frame{Type: typ, From: uint32(from), To: uint32(int32(to)), Payload: data}
 	for _, c := range files {
-		fd, err := rawDup(c)
+		fd, err := sockfd.DupFD(c)
 		if err != nil {
 			closeFDs(f.FDs)
 			return wire.Frame{}, fmt.Errorf("prefork: file to send: %w", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/oklog/run"
 	"golang.org/x/sys/unix"
 
+	"github.com/forkline/forkline/internal/sockfd"
 	"github.com/forkline/forkline/internal/wire"
 	"github.com/forkline/forkline/reuseport"
 	"github.com/forkline/forkline/signals"
@@ -183,14 +184,7 @@ func (c *Cluster) runParent(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.sup = s
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.sup = nil
-		c.mu.Unlock()
-	}()
+	defer c.attach(s, nil)()
 	var g run.Group
 	g.Add(func() error { return s.run(c.stop) }, func(error) { s.call(func() { s.stop(true) }) })
 	g.Add(signals.Handler(context.Background(), func(sig os.Signal, a signals.Action) {
@@ -289,7 +283,7 @@ func (s *supervisor) bind() (int, error) {
 		return -1, fmt.Errorf("prefork: %w", err)
 	}
 	s.addr = ln.Addr().String()
-	fd, err := rawDup(ln)
+	fd, err := sockfd.DupFD(ln)
 	// The *net.TCPListener goes: the parent's netpoller must not wake for
 	// every connection on a socket that only workers accept from.
 	ln.Close()
@@ -310,24 +304,6 @@ func (s *supervisor) closeFDs() {
 		unix.Close(s.sharedFD)
 		s.sharedFD = -1
 	}
-}
-
-// rawDup duplicates a socket's descriptor close-on-exec, without File():
-// File() would put the shared socket in blocking mode.
-func rawDup(c syscall.Conn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var dupErr error
-	err = rc.Control(func(s uintptr) {
-		fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	})
-	if err == nil && dupErr != nil {
-		err = os.NewSyscallError("fcntl", dupErr)
-	}
-	return fd, err
 }
 
 // workerBaseEnv is the parent's environment without the worker variables

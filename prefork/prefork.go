@@ -218,6 +218,19 @@ func (c *Cluster) Reload(ctx context.Context) error {
 	return s.reload(ctx)
 }
 
+// attach makes the running parent or worker reachable through c's methods;
+// the function it returns detaches it.
+func (c *Cluster) attach(s *supervisor, wk *workerSide) (detach func()) {
+	c.mu.Lock()
+	c.sup, c.wk = s, wk
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		c.sup, c.wk = nil, nil
+		c.mu.Unlock()
+	}
+}
+
 // parent returns the running supervisor, or why there is none.
 func (c *Cluster) parent() (*supervisor, error) {
 	if IsWorker() {

@@ -38,9 +38,10 @@ type workerSide struct {
 	resp   responder
 	roster atomic.Pointer[map[int]bool] // the live worker ids, from the parent
 
-	budget  int64 // requests (or connections) before a recycle; 0 = no limit
-	served  atomic.Int64
-	recycle sync.Once
+	budget     int64 // requests (or connections) before a recycle; 0 = no limit
+	served     atomic.Int64
+	perRequest atomic.Bool // the server counts requests; the listener stops counting connections
+	recycle    sync.Once
 }
 
 func (c *Cluster) runWorker(cfg Config, fn ServeFunc) error {
@@ -64,14 +65,7 @@ func (c *Cluster) runWorker(cfg Config, fn ServeFunc) error {
 			wk.budget += rand.Int64N(int64(cfg.MaxRequestsJitter) + 1)
 		}
 	}
-	c.mu.Lock()
-	c.wk = wk
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.wk = nil
-		c.mu.Unlock()
-	}()
+	defer c.attach(nil, wk)()
 	return wk.serve(fn, c.stop)
 }
 
@@ -195,7 +189,7 @@ func (wk *workerSide) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
 	closeFDs(f.FDs)
 }
 
-// served counts one request (Run) or connection (Serve) and asks the
+// count counts one request (Run) or connection (Serve) and asks the
 // parent for a replacement when the worker's budget is spent.
 func (wk *workerSide) count() {
 	if wk.budget > 0 && wk.served.Add(1) == wk.budget {
@@ -262,12 +256,9 @@ func countRequests(ctx context.Context) func() {
 		return nil
 	}
 	wk.served.Store(0)
-	perRequest.Store(true)
+	wk.perRequest.Store(true)
 	return wk.count
 }
-
-// perRequest is set when the server counts requests itself.
-var perRequest atomic.Bool
 
 // openChannel returns the channel to the parent, after checking that there
 // is one: the recorded parent is this process's parent, and descriptor 3 is
@@ -383,7 +374,7 @@ func (l *readyListener) AcceptTCP() (*net.TCPConn, error) {
 	} else if c, err = l.TCPListener.AcceptTCP(); err != nil && l.draining.Load() {
 		c, err = l.acceptQueued() // woken by drain's deadline
 	}
-	if err == nil && !perRequest.Load() {
+	if err == nil && !l.wk.perRequest.Load() {
 		l.wk.count()
 	}
 	return c, err

@@ -13,5 +13,11 @@ import (
 // Dup is not available on this platform: the error satisfies
 // errors.Is(err, errors.ErrUnsupported).
 func Dup(c syscall.Conn) (*os.File, error) {
-	return nil, fmt.Errorf("sockfd: duplicating descriptors on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+	_, err := DupFD(c)
+	return nil, err
+}
+
+// DupFD is not available on this platform either.
+func DupFD(c syscall.Conn) (int, error) {
+	return -1, fmt.Errorf("sockfd: duplicating descriptors on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }

@@ -31,24 +31,35 @@ const minFD = 3
 // is closed), or an [*os.SyscallError] for the fcntl. Dup is safe to call
 // concurrently with other methods of c.
 func Dup(c syscall.Conn) (*os.File, error) {
+	fd, err := DupFD(c)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name(c, fd)), nil
+}
+
+// DupFD is Dup without the *os.File: the raw descriptor, owned by the
+// caller. A process that must not watch the socket (a parent that keeps a
+// listener only for its children) holds it this way: an *os.File of a
+// non-blocking socket registers it with the runtime's poller, which would
+// then wake for every connection.
+func DupFD(c syscall.Conn) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("sockfd: %w", err)
+		return -1, fmt.Errorf("sockfd: %w", err)
 	}
-	var (
-		fd     int
-		dupErr error
-	)
+	fd := -1
+	var dupErr error
 	err = rc.Control(func(sysfd uintptr) {
 		fd, dupErr = unix.FcntlInt(sysfd, unix.F_DUPFD_CLOEXEC, minFD)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sockfd: %w", err)
+		return -1, fmt.Errorf("sockfd: %w", err)
 	}
 	if dupErr != nil {
-		return nil, fmt.Errorf("sockfd: %w", os.NewSyscallError("fcntl", dupErr))
+		return -1, fmt.Errorf("sockfd: %w", os.NewSyscallError("fcntl", dupErr))
 	}
-	return os.NewFile(uintptr(fd), name(c, fd)), nil
+	return fd, nil
 }
 
 // name describes c for the returned file's Name.
