@@ -106,7 +106,7 @@ type responder struct {
 	handler func(Message) ([]byte, error)
 }
 
-// serve answers the request f through reply.
+// serve answers the request f with send.
 func (rs *responder) serve(f wire.Frame, self int, send func(*wire.Frame) error) {
 	rs.wg.Add(1)
 	go func() {
