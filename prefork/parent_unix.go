@@ -180,16 +180,22 @@ func (c *Cluster) runParent(cfg Config) error {
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	}
+	// Signals are taken over first: one sent while the sockets are bound or
+	// the workers start waits for the supervisor instead of taking its
+	// default action (SIGHUP would end the parent, SIGTTIN stop it).
+	var s *supervisor
+	onSignal, stopSignals := signals.Handler(context.Background(), func(sig os.Signal, a signals.Action) {
+		s.call(func() { s.onSignal(sig, a) })
+	})
 	s, err := newSupervisor(cfg)
 	if err != nil {
+		stopSignals(err)
 		return err
 	}
 	defer c.attach(s, nil)()
 	var g run.Group
 	g.Add(func() error { return s.run(c.stop) }, func(error) { s.call(func() { s.stop(true) }) })
-	g.Add(signals.Handler(context.Background(), func(sig os.Signal, a signals.Action) {
-		s.call(func() { s.onSignal(sig, a) })
-	}))
+	g.Add(onSignal, stopSignals)
 	return g.Run()
 }
 

@@ -138,9 +138,12 @@ const queue = 8
 // Handler returns an actor for [github.com/oklog/run.Group.Add] that
 // delivers the signals of the table to handle.
 //
-// execute calls [signal.Notify] for [Signals], then calls handle with each
-// signal and its action, one call at a time, in the order of delivery, from
-// the goroutine that runs execute. It returns nil once ctx is done or
+// Handler calls [signal.Notify] for [Signals] before it returns, so that a
+// signal sent from then on neither takes its default action (SIGHUP and
+// SIGINT would end the process, SIGTTIN stop it) nor is lost while the
+// actors start: it waits for execute. execute calls handle with each signal
+// and its action, one call at a time, in the order of delivery, from the
+// goroutine that runs execute. It returns nil once ctx is done or
 // interrupt has been called, after calling [signal.Stop]; by then handle
 // has returned and is not called again. From that moment the signals have
 // Go's default effect again (SIGHUP, SIGINT and SIGTERM end the process), so
@@ -152,40 +155,39 @@ const queue = 8
 // a channel that closes when the receiver stops, as in the example.
 //
 // interrupt ignores its argument. It may be called before, during or after
-// execute, concurrently and more than once; called before execute, it makes
-// execute return nil at once without calling Notify. A signal that arrives
-// together with the stop may or may not be handled.
+// execute, concurrently and more than once; it calls signal.Stop too, so
+// that an actor whose execute never runs does not keep the signals, and
+// called before execute it makes execute return nil at once. A signal that
+// arrives together with the stop may or may not be handled.
 //
 // Handler panics if handle is nil. ctx must be non-nil.
 func Handler(ctx context.Context, handle func(os.Signal, Action)) (execute func() error, interrupt func(error)) {
 	return handler(ctx, handle, nil)
 }
 
-// handler is Handler with a hook that runs once Notify has returned, so that
-// tests know when they may send a signal to themselves without killing the
-// process.
+// handler is Handler with a hook that runs once Notify has returned (before
+// handler returns), for the tests.
 func handler(ctx context.Context, handle func(os.Signal, Action), notified func()) (execute func() error, interrupt func(error)) {
 	if handle == nil {
 		panic("signals: Handler called with a nil handle")
 	}
 	stop := make(chan struct{})
 	var once sync.Once
+	c := make(chan os.Signal, queue)
+	signal.Notify(c, Signals()...)
+	if notified != nil {
+		notified()
+	}
 	execute = func() error {
-		// Checked first so that an early interrupt does not Notify at all.
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-stop:
-			return nil
-		default:
-		}
-		c := make(chan os.Signal, queue)
-		signal.Notify(c, Signals()...)
 		defer signal.Stop(c)
-		if notified != nil {
-			notified()
-		}
 		for {
+			select { // a stop wins over a waiting signal
+			case <-ctx.Done():
+				return nil
+			case <-stop:
+				return nil
+			default:
+			}
 			select {
 			case <-ctx.Done():
 				return nil
@@ -197,7 +199,10 @@ func handler(ctx context.Context, handle func(os.Signal, Action), notified func(
 		}
 	}
 	interrupt = func(error) {
-		once.Do(func() { close(stop) })
+		once.Do(func() {
+			signal.Stop(c)
+			close(stop)
+		})
 	}
 	return execute, interrupt
 }

@@ -72,6 +72,37 @@ type delivery struct {
 	action Action
 }
 
+// A signal sent after Handler returned but before execute runs (the actors
+// of a run.Group start in any order) waits for execute: it neither takes
+// its default action nor is lost.
+func TestSignalBeforeExecuteWaits(t *testing.T) {
+	got := make(chan os.Signal, 1)
+	notified := false
+	execute, interrupt := handler(context.Background(), func(sig os.Signal, _ Action) {
+		select {
+		case got <- sig:
+		default:
+		}
+	}, func() { notified = true })
+	if !notified {
+		t.Fatal("Handler returned before Notify")
+	}
+	if err := unix.Kill(os.Getpid(), unix.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait := start(t, execute)
+	defer wait()
+	defer interrupt(nil)
+	select {
+	case sig := <-got:
+		if sig != unix.SIGHUP {
+			t.Errorf("got %v, want SIGHUP", sig)
+		}
+	case <-time.After(watchdog):
+		t.Fatal("the signal sent before execute was not delivered")
+	}
+}
+
 // TestHandlerDelivers sends each handled signal to the test process itself
 // and waits for handle to see it before sending the next, since identical
 // pending signals coalesce and distinct ones are not delivered in the order
