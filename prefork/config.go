@@ -140,7 +140,9 @@ type Config struct {
 	// OnRequest, if set, answers requests sent to this process with
 	// Request; each runs in a goroutine of its own. The returned bytes, or
 	// the error's text, go back to the requester. Nil answers every
-	// request with an error.
+	// request with an error. A reply that cannot be sent (larger than
+	// MaxMessageSize, or the queue to the requester is full) reaches the
+	// requester as an error that says why.
 	OnRequest func(Message) ([]byte, error)
 
 	// Logger receives the cluster's log records, with the keys worker,

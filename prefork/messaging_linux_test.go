@@ -1,6 +1,7 @@
 package prefork_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -102,9 +103,15 @@ func runCommand(c *prefork.Cluster, cmd command) ([]byte, error) {
 		}
 		return []byte("sent"), nil
 	case "request":
+		data := []byte(cmd.Data)
+		if cmd.N > 0 {
+			data = bytes.Repeat([]byte("x"), cmd.N)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return c.Request(ctx, cmd.To, []byte(cmd.Data))
+		return c.Request(ctx, cmd.To, data)
+	case "big":
+		return bytes.Repeat([]byte("x"), cmd.N), nil
 	case "sendfile":
 		// Send a pipe's write end; whoever gets it writes into it.
 		r, w, err := os.Pipe()
@@ -435,6 +442,25 @@ func TestRequestTimeout(t *testing.T) {
 	defer cancel()
 	if _, err := ip.c.Request(ctx, 1, data); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("late request: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// A reply larger than MaxMessageSize is not sent; the requester gets an
+// error that says so at once rather than waiting for its deadline. Both
+// ways: a worker's reply to the parent, and the parent's reply to a worker.
+func TestReplyTooLarge(t *testing.T) {
+	ip := startInProcess(t, 1, nil)
+	data, err := ip.command(1, command{Op: "big", N: 2 << 20})
+	if err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("worker's 2 MiB reply: %d bytes, err %v; want an error naming the size", len(data), err)
+	}
+	// The parent answers "parent got " + the request: just over the limit.
+	_, err = ip.command(1, command{Op: "request", To: prefork.Parent, N: prefork.DefaultMaxMessageSize})
+	if err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("parent's reply over the limit: %v; want an error naming the size", err)
+	}
+	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
+		t.Errorf("after the failed replies: %q, %v", got, err)
 	}
 }
 

@@ -106,8 +106,8 @@ type responder struct {
 	handler func(Message) ([]byte, error)
 }
 
-// serve answers the request f with send.
-func (rs *responder) serve(f wire.Frame, self int, send func(*wire.Frame) error) {
+// serve answers the request f on conn.
+func (rs *responder) serve(f wire.Frame, self int, conn *wire.Conn) {
 	rs.wg.Add(1)
 	go func() {
 		defer rs.wg.Done()
@@ -120,7 +120,17 @@ func (rs *responder) serve(f wire.Frame, self int, send func(*wire.Frame) error)
 		} else {
 			out.Payload = data
 		}
-		send(out) // a requester that has gone away does not need it
+		err := conn.SendDirect(out)
+		if err == nil || errors.Is(err, wire.ErrClosed) {
+			return // a requester that has gone away does not need it
+		}
+		// The reply is too large, or the queue is full: rather than leave
+		// the requester waiting for its deadline, say why. Control frames
+		// skip the queue bound, and this one is small.
+		conn.SendControl(&wire.Frame{
+			Type: wire.TypeReplyErr, From: out.From, To: out.To, ID: out.ID,
+			Payload: []byte("the reply could not be sent: " + sendErr(int(f.From), err).Error()),
+		})
 	}()
 }
 

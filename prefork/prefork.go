@@ -287,7 +287,8 @@ func (c *Cluster) SendJSON(to int, v any) error {
 // Request sends data to Parent or a worker's id and waits for the answer of
 // the recipient's Config.OnRequest, or until ctx is done (then it returns
 // ctx.Err(); a late answer is dropped). The recipient's error comes back as
-// an error with its text.
+// an error with its text, as does an answer the recipient could not send
+// (one larger than MaxMessageSize, say).
 func (c *Cluster) Request(ctx context.Context, to int, data []byte) ([]byte, error) {
 	s, w, err := c.running()
 	if err != nil {

@@ -53,7 +53,7 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 				s.cfg.OnMessage(m)
 			}
 		case wire.TypeRequest:
-			s.resp.serve(f, Parent, from.conn.SendDirect)
+			s.resp.serve(f, Parent, from.conn)
 			f.FDs = nil // the handler's message owns them
 		case wire.TypeReply, wire.TypeReplyErr:
 			s.reqs.onReply(&f)

@@ -181,7 +181,7 @@ func (wk *workerSide) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
 			return
 		}
 	case wire.TypeRequest:
-		wk.resp.serve(f, wk.id, wk.conn.SendDirect)
+		wk.resp.serve(f, wk.id, wk.conn)
 		return
 	case wire.TypeReply, wire.TypeReplyErr:
 		wk.reqs.onReply(&f)
