@@ -15,8 +15,25 @@
 #   node-roundtrip-us       worker.send of a 64-char string echoed, median µs
 #   node-oneway-msgs-per-s  process.send of a 64-char string, msg/s
 #
-# then, after a blank line, the other figures of bench/cmd/ipc, the figures
-# of every round, the ratios against Node and the targets. The same goes to
+# then, after a blank line, the other figures of bench/cmd/ipc, and two
+# controls for the round trip, measured in the same rounds:
+#
+#   floor-netpoll-roundtrip-us   bench/cmd/pingpong: two Go processes that
+#                                bounce one 88-byte frame over a socketpair
+#                                through net.Conn, nothing else: the floor
+#                                for any Go program that waits in the
+#                                runtime's netpoller, as a worker must
+#   floor-blocking-roundtrip-us  the same with blocking read(2) (the kernel
+#                                alone; no Go server can wait this way)
+#   *-one-cpu-us                 forkline's and Node's round trip and the
+#                                netpoll floor with every process on CPU 0
+#                                (taskset -c 0): no wake-up crosses CPUs.
+#                                On a VM a cross-CPU wake-up of an idle vCPU
+#                                costs tens of µs, and how much varies by
+#                                the hour; on one CPU what is left is the
+#                                software path.
+#
+# then the figures of every round, the ratios and the targets. The same goes to
 # RESULTS with the date, the command, the kernel, the CPUs and the load.
 #
 # Usage:  cd bench && ./ipc.sh
@@ -72,6 +89,12 @@ if ! go list ./cmd/ipc >/dev/null 2>&1; then
 	modflag=(-modfile="$tmp/go.mod")
 fi
 go build "${modflag[@]}" -o "$tmp/ipc" ./cmd/ipc
+go build "${modflag[@]}" -o "$tmp/pingpong" ./cmd/pingpong
+one_cpu=(taskset -c 0)
+if ! command -v taskset >/dev/null || ! taskset -c 0 true 2>/dev/null; then
+	echo "ipc.sh: taskset -c 0 is not available: no one-CPU figures" >&2
+	one_cpu=()
+fi
 
 run_ipc() {
 	local r=$1
@@ -93,13 +116,48 @@ run_node() {
 	fi
 }
 
+# The controls: the floors, and round trips on one CPU (short floods: only
+# the round trip is read from these runs).
+run_controls() {
+	local r=$1 m
+	for m in netpoll blocking; do
+		if ! timeout "$RUN_TIMEOUT" "$tmp/pingpong" -mode $m >"$tmp/floor-$m.$r.out" 2>"$tmp/floor-$m.$r.err"; then
+			echo "ipc.sh: bench/cmd/pingpong -mode $m failed in round $r:" >&2
+			cat "$tmp/floor-$m.$r.err" >&2
+			exit 1
+		fi
+	done
+	((${#one_cpu[@]})) || return 0
+	# shellcheck disable=SC2086
+	if ! timeout "$RUN_TIMEOUT" "${one_cpu[@]}" "$tmp/ipc" $IPC_FLAGS -oneway 10000 -relay 10000 -send 10000 \
+		>"$tmp/ipc1.$r.out" 2>"$tmp/ipc1.$r.err"; then
+		echo "ipc.sh: bench/cmd/ipc on one CPU failed in round $r:" >&2
+		cat "$tmp/ipc1.$r.err" >&2
+		exit 1
+	fi
+	# shellcheck disable=SC2086
+	if ! timeout "$RUN_TIMEOUT" "${one_cpu[@]}" "$NODE" ipc-node.js $NODE_FLAGS -oneway 10000 \
+		>"$tmp/node1.$r.out" 2>"$tmp/node1.$r.err"; then
+		echo "ipc.sh: ipc-node.js on one CPU failed in round $r:" >&2
+		cat "$tmp/node1.$r.err" >&2
+		exit 1
+	fi
+	if ! timeout "$RUN_TIMEOUT" "${one_cpu[@]}" "$tmp/pingpong" -mode netpoll >"$tmp/floor1.$r.out" 2>"$tmp/floor1.$r.err"; then
+		echo "ipc.sh: bench/cmd/pingpong on one CPU failed in round $r:" >&2
+		cat "$tmp/floor1.$r.err" >&2
+		exit 1
+	fi
+}
+
 loads=()
 for ((r = 1; r <= ROUNDS; r++)); do
 	loads+=("$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')")
 	if ((r % 2)); then
 		run_ipc "$r"
 		run_node "$r"
+		run_controls "$r"
 	else
+		run_controls "$r"
 		run_node "$r"
 		run_ipc "$r"
 	fi
@@ -124,13 +182,32 @@ rtcpu() { sed -n 's/^roundtrip: per round trip: CPU time [a-z]* \([0-9.]*\) us, 
 
 main_keys=(ipc-roundtrip-us ipc-oneway-msgs-per-s ipc-relay-msgs-per-s node-roundtrip-us node-oneway-msgs-per-s)
 extra_keys=(ipc-send-allocs-per-msg ipc-recv-allocs-per-msg ipc-relay-dropped ipc-relay-windowed-msgs-per-s ipc-send-msgs-per-s)
+control_keys=(floor-netpoll-roundtrip-us floor-blocking-roundtrip-us)
+((${#one_cpu[@]})) && control_keys+=(ipc-roundtrip-one-cpu-us node-roundtrip-one-cpu-us floor-netpoll-one-cpu-us)
+
+# source KEY ROUND: the file and the key in it that hold KEY's figure.
+source_of() {
+	case $1 in
+	ipc-roundtrip-one-cpu-us) echo "$tmp/ipc1.$2.out ipc-roundtrip-us" ;;
+	node-roundtrip-one-cpu-us) echo "$tmp/node1.$2.out node-roundtrip-us" ;;
+	floor-netpoll-one-cpu-us) echo "$tmp/floor1.$2.out floor-netpoll-roundtrip-us" ;;
+	floor-netpoll-*) echo "$tmp/floor-netpoll.$2.out $1" ;;
+	floor-blocking-*) echo "$tmp/floor-blocking.$2.out $1" ;;
+	node-*) echo "$tmp/node.$2.out $1" ;;
+	*) echo "$tmp/ipc.$2.out $1" ;;
+	esac
+}
+fig() { # fig KEY ROUND: KEY's figure in round ROUND
+	local f k
+	read -r f k < <(source_of "$1" "$2")
+	value "$k" "$f"
+}
+
 declare -A med
-for k in "${main_keys[@]}" "${extra_keys[@]}"; do
-	src=ipc
-	[[ $k == node-* ]] && src=node
+for k in "${main_keys[@]}" "${extra_keys[@]}" "${control_keys[@]}"; do
 	vals=()
 	for ((r = 1; r <= ROUNDS; r++)); do
-		vals+=("$(value "$k" "$tmp/$src.$r.out")")
+		vals+=("$(fig "$k" "$r")")
 	done
 	med[$k]=$(median "${vals[@]}")
 done
@@ -148,6 +225,11 @@ report() {
 		echo "$k ${med[$k]}"
 	done
 	echo
+	echo "# controls for the round trip (medians of the same rounds; see the top of ipc.sh):"
+	for k in "${control_keys[@]}"; do
+		echo "$k ${med[$k]}"
+	done
+	echo
 	echo "# per round (load: 1-minute load average before the round; cpu: CPU time per round trip"
 	echo "# in the parent/worker 1, µs; rt and p99 in µs, rates in msg/s):"
 	printf '# %-5s %5s  %6s %6s %9s  %9s %9s %7s  %6s %6s %9s  %9s\n' round load \
@@ -160,13 +242,27 @@ report() {
 			"$(value node-roundtrip-us "$tmp/node.$r.out")" "$(p99 "$tmp/node.$r.err")" "$(rtcpu "$tmp/node.$r.err")" \
 			"$(value node-oneway-msgs-per-s "$tmp/node.$r.out")"
 	done
+	echo "# round trips of the controls, per round (µs):"
+	printf '# %-5s' round
+	printf ' %s' "${control_keys[@]}"
+	echo
+	for ((r = 1; r <= ROUNDS; r++)); do
+		printf '# %-5s' "$r"
+		for k in "${control_keys[@]}"; do
+			printf " %${#k}s" "$(fig "$k" "$r")"
+		done
+		echo
+	done
 	echo
 	echo "# forkline vs Node (medians):"
 	echo "#   round trip: forkline/node latency $(ratio "${med[ipc-roundtrip-us]}" "${med[node-roundtrip-us]}")x (below 1: forkline is faster)"
 	echo "#   one-way:    forkline/node rate $(ratio "${med[ipc-oneway-msgs-per-s]}" "${med[node-oneway-msgs-per-s]}")x"
 	echo "#   relay:      forkline relay / node one-way rate $(ratio "${med[ipc-relay-msgs-per-s]}" "${med[node-oneway-msgs-per-s]}")x (Node's cluster has no worker-to-worker send)"
+	echo "#   round trip / netpoll floor: $(ratio "${med[ipc-roundtrip-us]}" "${med[floor-netpoll-roundtrip-us]}")x" \
+		"$( ((${#one_cpu[@]})) && echo "(on one CPU: $(ratio "${med[ipc-roundtrip-one-cpu-us]}" "${med[floor-netpoll-one-cpu-us]}")x; forkline/node on one CPU $(ratio "${med[ipc-roundtrip-one-cpu-us]}" "${med[node-roundtrip-one-cpu-us]}")x)")"
 	echo "# targets:"
-	echo "#   round trip <= 20 us median: ${med[ipc-roundtrip-us]} us, $(verdict "${med[ipc-roundtrip-us]}" 20 le)"
+	echo "#   round trip <= 20 us median: ${med[ipc-roundtrip-us]} us, $(verdict "${med[ipc-roundtrip-us]}" 20 le)" \
+		"$( ((${#one_cpu[@]})) && echo "(on one CPU: ${med[ipc-roundtrip-one-cpu-us]} us, $(verdict "${med[ipc-roundtrip-one-cpu-us]}" 20 le))")"
 	echo "#   one-way >= 1,000,000 msg/s: ${med[ipc-oneway-msgs-per-s]}, $(verdict "${med[ipc-oneway-msgs-per-s]}" 1000000 ge)"
 	echo "#   relay >= 300,000 msg/s:     ${med[ipc-relay-msgs-per-s]} delivered, $(verdict "${med[ipc-relay-msgs-per-s]}" 300000 ge)" \
 		"(dropped by the parent, per round: $(for ((r = 1; r <= ROUNDS; r++)); do printf '%s ' "$(value ipc-relay-dropped "$tmp/ipc.$r.out")"; done))"

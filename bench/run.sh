@@ -6,6 +6,10 @@
 #
 #   nethttp            net/http, one process (bench/peers/nethttp) — baseline
 #   forkline-nethttp   examples/hello (forkline + net/http)
+#   forkline-nethttp-1w  the same with 1 worker (GOMAXPROCS=2, as the
+#                      baseline's one process): a control that isolates
+#                      what forkline adds to each request from what two
+#                      processes cost the OS scheduler
 #   fasthttp-prefork   github.com/valyala/fasthttp/prefork, Reuseport on
 #                      (bench/peers/fasthttpprefork)                — baseline
 #   forkline-fasthttp  examples/fasthttp (forkline + fasthttp)
@@ -63,7 +67,7 @@ FORKLINE_MODE=${FORKLINE_MODE:-reuseport}
 NEW_CONN=${NEW_CONN:-}
 wrk_extra=()
 [[ -z $NEW_CONN ]] || wrk_extra=(-H "Connection: close")
-PEERS=${PEERS:-nethttp forkline-nethttp fasthttp-prefork forkline-fasthttp nginx node-cluster}
+PEERS=${PEERS:-nethttp forkline-nethttp forkline-nethttp-1w fasthttp-prefork forkline-fasthttp nginx node-cluster}
 WORKERS=2
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -162,13 +166,16 @@ trap 'exit 130' INT TERM
 
 
 
-# peer_cmd name port: sets cmd=(...) and ndistinct (pids that must answer).
+# peer_cmd name port: sets cmd=(...), ndistinct (pids that must answer) and
+# nchildren (worker processes expected; 0 = the process serves itself).
 peer_cmd() {
 	local name=$1 port=$2 addr=127.0.0.1:$2
 	ndistinct=$WORKERS
+	nchildren=$WORKERS
 	case $name in
-	nethttp) cmd=("$bin/nethttp" -addr "$addr"); ndistinct=1 ;;
+	nethttp) cmd=("$bin/nethttp" -addr "$addr"); ndistinct=1; nchildren=0 ;;
 	forkline-nethttp) cmd=("$bin/forkline-nethttp" -addr "$addr" -workers "$WORKERS" -mode "$FORKLINE_MODE") ;;
+	forkline-nethttp-1w) cmd=("$bin/forkline-nethttp" -addr "$addr" -workers 1 -mode "$FORKLINE_MODE"); ndistinct=1; nchildren=1 ;;
 	forkline-fasthttp) cmd=("$bin/forkline-fasthttp" -addr "$addr" -workers "$WORKERS" -mode "$FORKLINE_MODE") ;;
 	fasthttp-prefork) cmd=("$bin/fasthttpprefork" -addr "$addr" -workers "$WORKERS") ;;
 	node-cluster) cmd=(node "$here/peers/node-cluster.js" -addr "$addr" -workers "$WORKERS") ;;
@@ -208,7 +215,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---- build --------------------------------------------------------------------
 log "building into $bin"
-if has_peer forkline-nethttp; then (cd "$root" && go build -o "$bin/forkline-nethttp" ./examples/hello); fi
+if has_peer forkline-nethttp || has_peer forkline-nethttp-1w; then (cd "$root" && go build -o "$bin/forkline-nethttp" ./examples/hello); fi
 if has_peer forkline-fasthttp; then (cd "$root/examples/fasthttp" && go build -o "$bin/forkline-fasthttp" .); fi
 (cd "$here" && go build -o "$bin/" ./peers/nethttp ./peers/fasthttpprefork ./cmd/startup ./cmd/report)
 
@@ -233,9 +240,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			exit 1
 		fi
 		workers=()
-		if [[ $name != nethttp ]]; then
+		if ((nchildren)); then
 			mapfile -t workers < <(pgrep -P "$pid" | sort -n)
-			((${#workers[@]} == WORKERS)) || log "warning: $name has ${#workers[@]} child processes, expected $WORKERS"
+			((${#workers[@]} == nchildren)) || log "warning: $name has ${#workers[@]} child processes, expected $nchildren"
 		fi
 		url=http://127.0.0.1:$port/
 		wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "$url" >/dev/null
@@ -315,7 +322,7 @@ fasthttp_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala
 	echo "- *worker CPU per request*: utime+stime of all workers (of the one process for net/http) over the measured run, divided by the requests wrk completed; less sensitive than req/s to CPU taken by other jobs on a shared machine (not immune: caches and SMT siblings are shared too)."
 	echo "- *connections per worker*: wrk's $CONNS connections as the kernel spread them over the worker processes (by \`ss\`, 1 s into the run), median over rounds, smallest first."
 	echo "- *RSS*: VmRSS right after the measured run, median over rounds; workers are listed smallest first."
-	echo "- *startup*: measured from outside by \`bench/cmd/startup\`, from just before exec until $WORKERS distinct worker pids have answered on fresh connections (1 pid for the single net/http process); $STARTUP_N samples per peer, interleaved."
+	echo "- *startup*: measured from outside by \`bench/cmd/startup\`, from just before exec until $WORKERS distinct worker pids have answered on fresh connections (1 pid for the single net/http process and for the 1-worker control); $STARTUP_N samples per peer, interleaved."
 	echo "- fasthttp/prefork starts runtime.GOMAXPROCS(0) children; its peer sets the master's GOMAXPROCS to 2 with runtime.GOMAXPROCS (each child then runs with GOMAXPROCS=1, set by fasthttp/prefork). fasthttp/prefork passes no worker index, so its body says worker=0."
 	echo "- *other processes* (per-run table): CPU time that processes other than the servers, wrk and this script took during the run, as a share of all CPUs (busy time from \`/proc/stat\` minus theirs). Runs where it is high are disturbed."
 	echo "- The machine is shared and noisy: trust ratios of interleaved rounds more than absolute figures. The load average includes the benchmark itself (wrk plus the busy server threads count for about 3)."

@@ -40,6 +40,7 @@ type peer struct {
 var peers = []peer{
 	{name: "nethttp", label: "net/http, 1 process", single: true},
 	{name: "forkline-nethttp", label: "forkline + net/http", baseline: "nethttp"},
+	{name: "forkline-nethttp-1w", label: "forkline + net/http, 1 worker (control)", baseline: "nethttp"},
 	{name: "fasthttp-prefork", label: "fasthttp/prefork (reuseport)"},
 	{name: "forkline-fasthttp", label: "forkline + fasthttp", baseline: "fasthttp-prefork"},
 	{name: "nginx", label: "nginx (reuseport), reference", baseline: "nethttp"},
