@@ -212,7 +212,15 @@ for k in "${main_keys[@]}" "${extra_keys[@]}" "${control_keys[@]}"; do
 	med[$k]=$(median "${vals[@]}")
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "?"; else printf "%.1f", a / b }'; }
+# round_ratios A B: the median over the rounds of A/B, then each round's.
+round_ratios() {
+	local r rs=()
+	for ((r = 1; r <= ROUNDS; r++)); do
+		rs+=("$(ratio "$(fig "$1" "$r")" "$(fig "$2" "$r")")")
+	done
+	echo "$(median "${rs[@]}")x (rounds: ${rs[*]})"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "?"; else printf "%.2f", a / b }'; }
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { ok = (op == "le") ? v <= t : v >= t; print ok ? "met" : "NOT met" }'; }
 
 report() {
@@ -258,8 +266,11 @@ report() {
 	echo "#   round trip: forkline/node latency $(ratio "${med[ipc-roundtrip-us]}" "${med[node-roundtrip-us]}")x (below 1: forkline is faster)"
 	echo "#   one-way:    forkline/node rate $(ratio "${med[ipc-oneway-msgs-per-s]}" "${med[node-oneway-msgs-per-s]}")x"
 	echo "#   relay:      forkline relay / node one-way rate $(ratio "${med[ipc-relay-msgs-per-s]}" "${med[node-oneway-msgs-per-s]}")x (Node's cluster has no worker-to-worker send)"
-	echo "#   round trip / netpoll floor: $(ratio "${med[ipc-roundtrip-us]}" "${med[floor-netpoll-roundtrip-us]}")x" \
-		"$( ((${#one_cpu[@]})) && echo "(on one CPU: $(ratio "${med[ipc-roundtrip-one-cpu-us]}" "${med[floor-netpoll-one-cpu-us]}")x; forkline/node on one CPU $(ratio "${med[ipc-roundtrip-one-cpu-us]}" "${med[node-roundtrip-one-cpu-us]}")x)")"
+	echo "#   round trip / netpoll floor, median of the per-round ratios: $(round_ratios ipc-roundtrip-us floor-netpoll-roundtrip-us)"
+	if ((${#one_cpu[@]})); then
+		echo "#   on one CPU: round trip / netpoll floor $(round_ratios ipc-roundtrip-one-cpu-us floor-netpoll-one-cpu-us)"
+		echo "#               forkline / node round trip $(round_ratios ipc-roundtrip-one-cpu-us node-roundtrip-one-cpu-us)"
+	fi
 	echo "# targets:"
 	echo "#   round trip <= 20 us median: ${med[ipc-roundtrip-us]} us, $(verdict "${med[ipc-roundtrip-us]}" 20 le)" \
 		"$( ((${#one_cpu[@]})) && echo "(on one CPU: ${med[ipc-roundtrip-one-cpu-us]} us, $(verdict "${med[ipc-roundtrip-one-cpu-us]}" 20 le))")"

@@ -35,6 +35,14 @@
 #         KEEP=1 keeps the temp dir (binaries, raw wrk output, logs)
 #         NEW_CONN=1 sends "Connection: close": a new connection per request,
 #           which shows the cost of Node's primary accepting every connection
+#         SERVER_CPUS=0 WRK_CPUS=1 (taskset CPU lists; unset = any CPU): pin the
+#           servers and wrk apart, a stand-in for clients on another machine
+#
+# Peers left out of the default PEERS, for checks:
+#   nethttp-tcp        the baseline with GODEBUG=multipathtcp=0: plain TCP
+#                      instead of Go's default Multipath TCP listener
+#   forkline-nethttp-2p  forkline + net/http, 2 workers of 2 Ps each
+#                      (GOMAXPROCS=2) instead of 1
 #
 # On a shared, noisy machine more and shorter rounds (ROUNDS=8 DURATION=5)
 # give steadier medians; each run's table row says how much CPU other
@@ -65,8 +73,13 @@ THREADS=${THREADS:-1}
 STARTUP_N=${STARTUP_N:-10}
 FORKLINE_MODE=${FORKLINE_MODE:-reuseport}
 NEW_CONN=${NEW_CONN:-}
+SERVER_CPUS=${SERVER_CPUS:-}
+WRK_CPUS=${WRK_CPUS:-}
+wrk_cmd=(wrk)
+[[ -z $WRK_CPUS ]] || wrk_cmd=(taskset -c "$WRK_CPUS" wrk)
 wrk_extra=()
 [[ -z $NEW_CONN ]] || wrk_extra=(-H "Connection: close")
+PEERS_SET=${PEERS:+1}
 PEERS=${PEERS:-nethttp forkline-nethttp forkline-nethttp-1w fasthttp-prefork forkline-fasthttp nginx node-cluster}
 WORKERS=2
 
@@ -74,7 +87,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 RESULTS=${RESULTS-$here/results.md}
 [[ -z $RESULTS || $RESULTS == /* ]] || RESULTS=$here/$RESULTS
-invocation="cd bench && ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS STARTUP_N=$STARTUP_N${NEW_CONN:+ NEW_CONN=1} ./run.sh"
+invocation="cd bench && ${PEERS_SET:+PEERS=\"$PEERS\" }ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS STARTUP_N=$STARTUP_N${NEW_CONN:+ NEW_CONN=1}${SERVER_CPUS:+ SERVER_CPUS=$SERVER_CPUS}${WRK_CPUS:+ WRK_CPUS=$WRK_CPUS} ./run.sh"
 
 for v in ROUNDS DURATION WARMUP CONNS THREADS STARTUP_N; do
 	[[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || { echo "run.sh: $v must be a positive integer, got '${!v}'" >&2; exit 2; }
@@ -98,7 +111,7 @@ if ((${#missing[@]})); then
 		exit 1
 	fi
 fi
-for t in go ss ps setsid pgrep; do
+for t in go ss ps setsid pgrep $([[ -n $SERVER_CPUS$WRK_CPUS ]] && echo taskset); do
 	command -v $t >/dev/null || { echo "run.sh: $t is required" >&2; exit 1; }
 done
 if has_peer node-cluster; then
@@ -174,7 +187,9 @@ peer_cmd() {
 	nchildren=$WORKERS
 	case $name in
 	nethttp) cmd=("$bin/nethttp" -addr "$addr"); ndistinct=1; nchildren=0 ;;
+	nethttp-tcp) cmd=(env GODEBUG=multipathtcp=0 "$bin/nethttp" -addr "$addr"); ndistinct=1; nchildren=0 ;;
 	forkline-nethttp) cmd=("$bin/forkline-nethttp" -addr "$addr" -workers "$WORKERS" -mode "$FORKLINE_MODE") ;;
+	forkline-nethttp-2p) cmd=(env GOMAXPROCS=2 "$bin/forkline-nethttp" -addr "$addr" -workers "$WORKERS" -mode "$FORKLINE_MODE") ;;
 	forkline-nethttp-1w) cmd=("$bin/forkline-nethttp" -addr "$addr" -workers 1 -mode "$FORKLINE_MODE"); ndistinct=1; nchildren=1 ;;
 	forkline-fasthttp) cmd=("$bin/forkline-fasthttp" -addr "$addr" -workers "$WORKERS" -mode "$FORKLINE_MODE") ;;
 	fasthttp-prefork) cmd=("$bin/fasthttpprefork" -addr "$addr" -workers "$WORKERS") ;;
@@ -186,6 +201,7 @@ peer_cmd() {
 		;;
 	*) echo "run.sh: unknown peer $name" >&2; return 1 ;;
 	esac
+	[[ -z $SERVER_CPUS ]] || cmd=(taskset -c "$SERVER_CPUS" "${cmd[@]}")
 }
 
 # start_peer name port logfile: starts it in a new session; sets pid.
@@ -210,12 +226,19 @@ sum_cpu_ms() { # utime+stime of all pids, in ms
 busy_ms() { awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { print ($2 + $3 + $4 + $9) * 1000 / hz }' /proc/stat; }
 # reaped_ms: CPU time of this script's reaped children (wrk, and the helpers).
 reaped_ms() { sed 's/^.*) //' "/proc/$$/stat" | awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000 / hz }'; }
+# ctx_switches pid...: voluntary and involuntary context switches of every
+# thread of the processes, summed.
+ctx_switches() {
+	local p
+	for p; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+		awk '/^voluntary_ctxt_switches:/ { v += $2 } /^nonvoluntary_ctxt_switches:/ { n += $2 } END { print v + 0, n + 0 }'
+}
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---- build --------------------------------------------------------------------
 log "building into $bin"
-if has_peer forkline-nethttp || has_peer forkline-nethttp-1w; then (cd "$root" && go build -o "$bin/forkline-nethttp" ./examples/hello); fi
+if has_peer forkline-nethttp || has_peer forkline-nethttp-1w || has_peer forkline-nethttp-2p; then (cd "$root" && go build -o "$bin/forkline-nethttp" ./examples/hello); fi
 if has_peer forkline-fasthttp; then (cd "$root/examples/fasthttp" && go build -o "$bin/forkline-fasthttp" .); fi
 (cd "$here" && go build -o "$bin/" ./peers/nethttp ./peers/fasthttpprefork ./cmd/startup ./cmd/report)
 
@@ -245,15 +268,16 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			((${#workers[@]} == nchildren)) || log "warning: $name has ${#workers[@]} child processes, expected $nchildren"
 		fi
 		url=http://127.0.0.1:$port/
-		wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "$url" >/dev/null
+		"${wrk_cmd[@]}" -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "$url" >/dev/null
 		servers=("${workers[@]}")
 		((${#servers[@]})) || servers=("$pid")
 		w0=$(sum_cpu_ms "${servers[@]}")
+		read -r sv0 sn0 < <(ctx_switches "${servers[@]}")
 		c0=$(cpu_ms "$pid")
 		b0=$(busy_ms)
 		k0=$(reaped_ms)
 		t0=$(now_ms)
-		wrk --latency -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "$url" >"$raw/wrk.$name.$round.txt" &
+		"${wrk_cmd[@]}" --latency -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "$url" >"$raw/wrk.$name.$round.txt" &
 		wrk_pid=$!
 		# How the kernel spread wrk's connections over the workers.
 		sleep 1
@@ -264,6 +288,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		b1=$(busy_ms)
 		c1=$(cpu_ms "$pid")
 		w1=$(sum_cpu_ms "${servers[@]}")
+		read -r sv1 sn1 < <(ctx_switches "${servers[@]}")
 		# CPU that other processes on the machine took during the run: all
 		# busy CPU time minus the servers' and wrk's (and this script's own).
 		ours=$(awk -v w="$((${w1%.*} - ${w0%.*}))" -v c="$((${c1%.*} - ${c0%.*}))" -v k="$((${k1%.*} - ${k0%.*}))" -v single="${#workers[@]}" \
@@ -274,6 +299,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		for w in "${workers[@]}"; do rss+=" $(rss_kb "$w")"; done
 		printf 'cpu\t%s\t%d\t%s\t%d\n' "$name" "$round" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { print b - a }')" $((t1 - t0)) >>"$samples"
 		printf 'wcpu\t%s\t%d\t%s\n' "$name" "$round" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" >>"$samples"
+		printf 'csw\t%s\t%d\t%d\t%d\n' "$name" "$round" $((sv1 - sv0)) $((sn1 - sn0)) >>"$samples"
 		printf 'rss\t%s\t%d\t%s\n' "$name" "$round" "${rss// /$'\t'}" >>"$samples"
 		[[ -z ${conns// /} ]] || printf 'conns\t%s\t%d\t%s\n' "$name" "$round" "$(echo $conns | tr ' ' '\t')" >>"$samples"
 		printf 'other\t%s\t%d\t%s\n' "$name" "$round" "$other" >>"$samples"
@@ -311,7 +337,7 @@ fasthttp_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala
 	echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "- Command: \`$invocation\`"
 	echo "- Kernel: \`$(uname -r)\`, CPUs (nproc): $(nproc), $(go version | cut -d' ' -f3-), node $(command -v node >/dev/null && node --version || echo -), $(nginx -v 2>&1 | sed 's/^nginx version: //'), fasthttp $fasthttp_version, forkline mode $FORKLINE_MODE"
-	echo "- Load: \`wrk --latency -t$THREADS -c$CONNS -d${DURATION}s${NEW_CONN:+ -H 'Connection: close'} http://127.0.0.1:<port>/\` after a ${WARMUP}s warm-up that is discarded; $ROUNDS interleaved rounds (even rounds in reverse order), a fresh server process per run; 2 workers per peer; wrk and the servers share the same $(nproc) CPUs"
+	echo "- Load: \`wrk --latency -t$THREADS -c$CONNS -d${DURATION}s${NEW_CONN:+ -H 'Connection: close'} http://127.0.0.1:<port>/\` after a ${WARMUP}s warm-up that is discarded; $ROUNDS interleaved rounds (even rounds in reverse order), a fresh server process per run; 2 workers per peer; $(if [[ -n $SERVER_CPUS$WRK_CPUS ]]; then echo "servers on CPUs ${SERVER_CPUS:-any}, wrk on CPUs ${WRK_CPUS:-any} (taskset)"; else echo "wrk and the servers share the same $(nproc) CPUs"; fi)"
 	echo "- Load average (1/5/15 min): before $load_before, after throughput $load_mid, after startup $load_after"
 	echo
 	echo "$table"
@@ -320,6 +346,7 @@ fasthttp_version=$(cd "$here" && go list -m -f '{{.Version}}' github.com/valyala
 	echo
 	echo "- *parent CPU during run*: utime+stime of the parent/primary/master process (from \`/proc/<pid>/stat\`, 10 ms ticks) over the measured wrk run, and that as a share of the run's wall time. forkline's parent is not in the request path, so it should stay at ~0. Node's primary accepts every connection in its default round-robin mode: $([[ -n $NEW_CONN ]] && echo "with a new connection per request (NEW_CONN=1) that shows." || echo "wrk keeps its $CONNS connections open, so little shows here (NEW_CONN=1 shows it).")"
 	echo "- *worker CPU per request*: utime+stime of all workers (of the one process for net/http) over the measured run, divided by the requests wrk completed; less sensitive than req/s to CPU taken by other jobs on a shared machine (not immune: caches and SMT siblings are shared too)."
+	echo "- *worker context switches per request*: voluntary and involuntary context switches of every thread of the workers (of the one process for net/http) over the measured run, from \`/proc/<pid>/task/*/status\`, divided by the requests wrk completed."
 	echo "- *connections per worker*: wrk's $CONNS connections as the kernel spread them over the worker processes (by \`ss\`, 1 s into the run), median over rounds, smallest first."
 	echo "- *RSS*: VmRSS right after the measured run, median over rounds; workers are listed smallest first."
 	echo "- *startup*: measured from outside by \`bench/cmd/startup\`, from just before exec until $WORKERS distinct worker pids have answered on fresh connections (1 pid for the single net/http process and for the 1-worker control); $STARTUP_N samples per peer, interleaved."

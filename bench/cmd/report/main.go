@@ -9,6 +9,7 @@
 //	samples.tsv              tab-separated lines written by run.sh:
 //	  cpu     <peer> <round> <parent utime+stime delta, ms> <run wall time, ms>
 //	  wcpu    <peer> <round> <utime+stime delta of the workers (or the one process), ms>
+//	  csw     <peer> <round> <context switches of the workers' threads (or the one process's): voluntary> <involuntary>
 //	  rss     <peer> <round> <parent VmRSS kB> [<worker VmRSS kB>...]
 //	  startup <peer> <sample> <ms>
 //	  conns   <peer> <round> <established connections of each worker>...
@@ -39,7 +40,9 @@ type peer struct {
 
 var peers = []peer{
 	{name: "nethttp", label: "net/http, 1 process", single: true},
+	{name: "nethttp-tcp", label: "net/http, 1 process, plain TCP (control)", baseline: "nethttp", single: true},
 	{name: "forkline-nethttp", label: "forkline + net/http", baseline: "nethttp"},
+	{name: "forkline-nethttp-2p", label: "forkline + net/http, 2 Ps per worker", baseline: "nethttp"},
 	{name: "forkline-nethttp-1w", label: "forkline + net/http, 1 worker (control)", baseline: "nethttp"},
 	{name: "fasthttp-prefork", label: "fasthttp/prefork (reuseport)"},
 	{name: "forkline-fasthttp", label: "forkline + fasthttp", baseline: "fasthttp-prefork"},
@@ -51,6 +54,7 @@ type result struct {
 	rps      map[int]float64 // by round
 	reqs     map[int]float64 // requests served in the run, by round
 	wcpu     map[int]float64 // workers' CPU ms, by round
+	csw      map[int]float64 // workers' context switches, by round
 	p99      []float64       // ms
 	errors   int
 	cpuMS    []float64
@@ -82,7 +86,7 @@ func load(dir string) (map[string]*result, error) {
 	get := func(name string) *result {
 		r := res[name]
 		if r == nil {
-			r = &result{rps: make(map[int]float64), reqs: make(map[int]float64), wcpu: make(map[int]float64), other: make(map[int]float64)}
+			r = &result{rps: make(map[int]float64), reqs: make(map[int]float64), wcpu: make(map[int]float64), csw: make(map[int]float64), other: make(map[int]float64)}
 			res[name] = r
 		}
 		return r
@@ -156,6 +160,12 @@ func load(dir string) (map[string]*result, error) {
 			} else {
 				r.other[round] = nums[0]
 			}
+		case "csw":
+			round, err := strconv.Atoi(fields[2])
+			if err != nil || len(nums) != 2 {
+				return nil, fmt.Errorf("samples.tsv:%d: csw wants <round> <voluntary> <involuntary>", line)
+			}
+			r.csw[round] = nums[0] + nums[1]
 		case "rss":
 			r.rssPar = append(r.rssPar, nums[0])
 			r.rssWork = append(r.rssWork, nums[1:])
@@ -229,6 +239,18 @@ func cpuPerRequest(r *result) []float64 {
 	return out
 }
 
+// switchesPerRequest returns, for each round, the workers' context
+// switches per request.
+func switchesPerRequest(r *result) []float64 {
+	var out []float64
+	for round, n := range r.csw {
+		if reqs := r.reqs[round]; reqs > 0 {
+			out = append(out, n/reqs)
+		}
+	}
+	return out
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -277,8 +299,8 @@ func labelOf(name string) string {
 func mb(kb float64) string { return fmt.Sprintf("%.1f", kb/1024) }
 
 func write(w io.Writer, res map[string]*result) {
-	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | worker CPU per request, median | connections per worker | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
-	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| Peer (2 workers) | req/s, median | vs baseline | p99 latency, median | wrk errors | worker CPU per request, median | worker context switches per request, median | connections per worker | parent CPU during run | RSS parent, MB | RSS workers, MB | startup to 2 workers serving, median ms |")
+	fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, p := range peers {
 		r := res[p.name]
 		if r == nil {
@@ -319,12 +341,16 @@ func write(w io.Writer, res map[string]*result) {
 		if v := cpuPerRequest(r); len(v) > 0 {
 			perReq = fmt.Sprintf("%.1f µs", median(v))
 		}
+		switches := "—"
+		if v := switchesPerRequest(r); len(v) > 0 {
+			switches = fmt.Sprintf("%.2f", median(v))
+		}
 		conns := "—"
 		if len(r.conns) > 0 {
 			conns = spread(r.conns, func(v float64) string { return fmt.Sprintf("%.0f", v) }, " / ")
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n",
-			p.label, rpsCell, ratio, p99, r.errors, perReq, conns, cpu, rssPar, rssWork, startup)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n",
+			p.label, rpsCell, ratio, p99, r.errors, perReq, switches, conns, cpu, rssPar, rssWork, startup)
 	}
 
 	fmt.Fprintln(w)
