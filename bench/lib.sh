@@ -1,5 +1,8 @@
-# Shell functions shared by the benchmark scripts (run.sh, reload.sh).
+# Shell functions shared by the benchmark scripts (run.sh, reload.sh,
+# threads.sh).
 # Source it after setting WORKERS; the caller's $0 names it in messages.
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
 group_alive() { # any non-zombie process left in process group $1?
 	ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
@@ -71,4 +74,40 @@ start_session() {
 	done
 	echo "$(basename "$0"): $name (pid $pid) is not a process group leader" >&2
 	return 1
+}
+
+running() { # is pid $1 alive and not a zombie?
+	local st
+	st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+	[[ -n $st && $st != Z ]]
+}
+
+stop_group() { # pid [descendant pids that must be gone afterwards]
+	local pid=$1 i
+	kill -TERM -- "-$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		group_alive "$pid" || break
+		sleep 0.1
+	done
+	if group_alive "$pid"; then
+		log "process group $pid still running 10s after SIGTERM; sending SIGKILL"
+		kill -KILL -- "-$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
+	fi
+	wait "$pid" 2>/dev/null || true
+	shift
+	local p
+	for p; do
+		for ((i = 0; i < 50; i++)); do
+			running "$p" || break
+			sleep 0.1
+		done
+		if running "$p"; then
+			log "worker $p outlived its parent $pid by 5s; sending SIGKILL"
+			kill -KILL "$p" 2>/dev/null || true
+		fi
+	done
+	local left=()
+	for p in "${started[@]}"; do [[ $p == "$pid" ]] || left+=("$p"); done
+	started=("${left[@]}")
 }

@@ -68,7 +68,6 @@ for v in STEADY WARMUP; do
 	[[ ${!v} =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "reload.sh: $v must be a number of seconds, got '${!v}'" >&2; exit 2; }
 done
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 has_run() { [[ " $RUNS " == *" $1 "* ]]; }
 
 # ---- tools ------------------------------------------------------------------

@@ -93,7 +93,6 @@ for v in ROUNDS DURATION WARMUP CONNS THREADS STARTUP_N; do
 	[[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || { echo "run.sh: $v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
 
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 has_peer() { [[ " $PEERS " == *" $1 "* ]]; }
 
 # ---- tools ------------------------------------------------------------------
@@ -130,42 +129,6 @@ samples=$raw/samples.tsv
 # ---- process handling -------------------------------------------------------
 started=() # leaders of the process groups this script created
 
-
-running() { # is pid $1 alive and not a zombie?
-	local st
-	st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-	[[ -n $st && $st != Z ]]
-}
-
-stop_group() { # pid [descendant pids that must be gone afterwards]
-	local pid=$1 i
-	kill -TERM -- "-$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		group_alive "$pid" || break
-		sleep 0.1
-	done
-	if group_alive "$pid"; then
-		log "process group $pid still running 10s after SIGTERM; sending SIGKILL"
-		kill -KILL -- "-$pid" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
-	fi
-	wait "$pid" 2>/dev/null || true
-	shift
-	local p
-	for p; do
-		for ((i = 0; i < 50; i++)); do
-			running "$p" || break
-			sleep 0.1
-		done
-		if running "$p"; then
-			log "worker $p outlived its parent $pid by 5s; sending SIGKILL"
-			kill -KILL "$p" 2>/dev/null || true
-		fi
-	done
-	local left=()
-	for p in "${started[@]}"; do [[ $p == "$pid" ]] || left+=("$p"); done
-	started=("${left[@]}")
-}
 
 cleanup() {
 	local pid

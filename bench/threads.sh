@@ -19,7 +19,8 @@
 # Env:    DURATION=4  CONNS=64  WORKERS=2
 #
 # The server runs in a process group of its own and is stopped by
-# signalling that group (SIGTERM, then SIGKILL after 10 s).
+# signalling that group (SIGTERM, then SIGKILL after 10 s); then its workers
+# must be gone too (lib.sh's stop_group).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -34,17 +35,16 @@ for t in wrk go ss pgrep setsid; do
 done
 
 work=$(mktemp -d /tmp/forkline-threads.XXXXXX)
-started=()
-stop_all() {
-	local pid i
+started=() # leaders of the process groups this script created
+cleanup() {
+	local pid
 	for pid in "${started[@]}"; do
-		kill -TERM -- -"$pid" 2>/dev/null || continue
-		for ((i = 0; i < 1000; i++)); do group_alive "$pid" || break; sleep 0.01; done
-		group_alive "$pid" && kill -KILL -- -"$pid" 2>/dev/null
+		group_alive "$pid" && stop_group "$pid"
 	done
-	started=()
+	rm -rf "$work"
 }
-trap 'stop_all; rm -rf "$work"' EXIT
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 (cd "$root" && go build -o "$work/forkline-nethttp" ./examples/hello)
 (cd "$here" && go build -o "$work/" ./peers/nethttp ./peers/fasthttpprefork ./cmd/startup)
@@ -104,7 +104,7 @@ for peer in "$@"; do
 	wait "$wrk_pid"
 	snapshot "${servers[@]}" >"$work/after"
 	rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.txt")
-	stop_all
+	stop_group "$pid" "${servers[@]}"
 
 	echo "== $peer: $rps req/s over ${DURATION}s (wrk -t1 -c$CONNS)"
 	printf '%-14s %9s %9s %8s %8s  %s\n' process/thread voluntary involunt. "cpu ms" "cs/req" "waits most in"
