@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +52,15 @@ func messengerMain([]string) int {
 			for _, f := range m.Files {
 				f.Close()
 			}
+			if len(m.Data) >= bulkSize {
+				bulk.count(m.Data)
+				return
+			}
+			if d, ok := strings.CutPrefix(string(m.Data), "pause "); ok {
+				pause, _ := time.ParseDuration(d)
+				<-time.After(pause) // a slow reader: the channel is not read meanwhile
+				return
+			}
 			if string(m.Data) == "block" {
 				select { // stop reading the channel for 2 s
 				case <-block:
@@ -80,8 +90,54 @@ func messengerMain([]string) int {
 	return 0
 }
 
+// bulkSize is the size of a bulk message: one numbered in its first 8
+// bytes, which the messenger counts rather than reports.
+const bulkSize = 64 << 10
+
+// bulkCounter counts the bulk messages a messenger received, and notes a
+// gap or a message out of order. It is used by the reader goroutine only;
+// the "bulkcount" command reads it.
+type bulkCounter struct {
+	next     atomic.Uint64
+	disorder atomic.Bool
+}
+
+var bulk bulkCounter
+
+func (b *bulkCounter) count(data []byte) {
+	if binary.LittleEndian.Uint64(data) != b.next.Load() {
+		b.disorder.Store(true)
+	}
+	b.next.Add(1)
+}
+
 func runCommand(c *prefork.Cluster, cmd command) ([]byte, error) {
 	switch cmd.Op {
+	case "bulk":
+		// cmd.N numbered bulk messages to cmd.To, as fast as the queue
+		// takes them: "sent <n> full <how often Send said ErrQueueFull>".
+		buf := make([]byte, bulkSize)
+		full := 0
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; i < cmd.N; {
+			binary.LittleEndian.PutUint64(buf, uint64(i))
+			err := c.Send(cmd.To, buf)
+			if errors.Is(err, prefork.ErrQueueFull) {
+				full++
+				if time.Now().After(deadline) {
+					return nil, fmt.Errorf("bulk: queue still full after 30 s, %d sent", i)
+				}
+				runtime.Gosched() // back-pressure: let the writer drain the queue
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			i++
+		}
+		return fmt.Appendf(nil, "sent %d full %d", cmd.N, full), nil
+	case "bulkcount":
+		return fmt.Appendf(nil, "%d %v", bulk.next.Load(), !bulk.disorder.Load()), nil
 	case "echo":
 		return []byte(cmd.Data), nil
 	case "send":
@@ -172,8 +228,27 @@ type inProcess struct {
 	done   chan error
 	events chan prefork.Event
 	msgs   chan prefork.Message
+	logs   lockedBuffer // the parent's log
 
 	stopOnce sync.Once
+}
+
+// lockedBuffer is a bytes.Buffer for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startInProcess runs a parent here with n messenger workers and waits
@@ -191,9 +266,9 @@ func startInProcess(t *testing.T, n int, onMessage func(prefork.Message)) *inPro
 	if onMessage == nil {
 		onMessage = func(m prefork.Message) { ip.msgs <- m }
 	}
-	logOut := io.Discard
+	var logOut io.Writer = &ip.logs
 	if testing.Verbose() {
-		logOut = os.Stderr
+		logOut = io.MultiWriter(&ip.logs, os.Stderr)
 	}
 	ip.c = prefork.New(prefork.Config{
 		Addr:        "127.0.0.1:0",
@@ -461,6 +536,85 @@ func TestReplyTooLarge(t *testing.T) {
 	}
 	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
 		t.Errorf("after the failed replies: %q, %v", got, err)
+	}
+}
+
+// A worker floods another that reads slowly: the parent holds the sender
+// back, so that its Send reports ErrQueueFull, and nothing its Send accepted
+// is lost; every message arrives, in order.
+func TestRelayBackPressure(t *testing.T) {
+	ip := startInProcess(t, 2, nil)
+	// Worker 2 stops reading for 500 ms, less than the parent's relay wait.
+	if err := ip.c.Send(2, []byte("pause 500ms")); err != nil {
+		t.Fatal(err)
+	}
+	// 16 MiB: more than the parent's queue to worker 2 and worker 1's queue
+	// to the parent hold together (4 MiB each).
+	const n = 256
+	got, err := ip.command(1, command{Op: "bulk", To: 2, N: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent, full int
+	if _, err := fmt.Sscanf(string(got), "sent %d full %d", &sent, &full); err != nil || sent != n {
+		t.Fatalf("worker 1's flood: %q (%v)", got, err)
+	}
+	if full == 0 {
+		t.Errorf("worker 1 sent %d messages of %d KiB to a worker that was not reading and never saw ErrQueueFull", n, bulkSize>>10)
+	}
+	// The parent relayed the flood before it read worker 1's answer, and
+	// its queue to worker 2 is in order: the count is final.
+	count, err := ip.command(2, command{Op: "bulkcount"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d true", n); string(count) != want {
+		t.Errorf("worker 2 received (count, in order) %q, want %q", count, want)
+	}
+	if strings.Contains(ip.logs.String(), "dropped") {
+		t.Errorf("the parent dropped relayed messages:\n%s", ip.logs.String())
+	}
+	t.Logf("worker 1 saw ErrQueueFull %d times", full)
+}
+
+// A recipient that reads nothing for longer than the relay wait has what is
+// relayed to it dropped (and logged) rather than stall its sender for good:
+// the sender's flood ends, and both workers carry on.
+func TestRelayToStuckWorker(t *testing.T) {
+	ip := startInProcess(t, 2, nil)
+	if err := ip.c.Send(2, []byte("pause 2500ms")); err != nil {
+		t.Fatal(err)
+	}
+	const n = 256
+	if got, err := ip.command(1, command{Op: "bulk", To: 2, N: n}); err != nil {
+		t.Fatalf("worker 1's flood to a stuck worker: %q, %v", got, err)
+	}
+	// Worker 2 answers once it reads again; until then its queue is full.
+	var count []byte
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		if count, err = ip.command(2, command{Op: "bulkcount"}); err == nil {
+			break
+		}
+		if !errors.Is(err, prefork.ErrQueueFull) || time.Now().After(deadline) {
+			t.Fatalf("worker 2 after its pause: %v", err)
+		}
+		<-time.After(10 * time.Millisecond) // poll: the queue drains when worker 2 reads again
+	}
+	var got int
+	if _, err := fmt.Sscanf(string(count), "%d", &got); err != nil || got >= n {
+		t.Errorf("worker 2 received (count, in order) %q; want fewer than %d", count, n)
+	}
+	t.Logf("worker 2 received (count, in order) %s of %d", count, n)
+	if !strings.Contains(ip.logs.String(), "relayed messages dropped") {
+		t.Errorf("no drop was logged:\n%s", ip.logs.String())
+	}
+	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
+		t.Errorf("worker 1 after the flood: %q, %v", got, err)
+	}
+	if got, err := ip.command(2, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
+		t.Errorf("worker 2 after the flood: %q, %v", got, err)
 	}
 }
 

@@ -46,6 +46,10 @@ const hungKillGrace = time.Second
 // memoryCheckInterval is how often MaxMemory is checked.
 const memoryCheckInterval = time.Second
 
+// maxRelayWait is how long, at most, the parent holds a message relayed to
+// a worker whose queue is full before it drops it (see relaySend).
+const maxRelayWait = time.Second
+
 type workerState int
 
 const (
@@ -78,6 +82,8 @@ type worker struct {
 	recycled bool        // a recycle of it is queued or running
 
 	lastPong atomic.Int64 // unix nanoseconds; set by the reader goroutine
+	// relayStuck: a relay to it timed out waiting for room (see relaySend)
+	relayStuck atomic.Bool
 
 	// set by watch before the worker is sent on supervisor.exits
 	waitErr error
@@ -154,8 +160,9 @@ type supervisor struct {
 
 	routes      atomic.Pointer[map[int]*worker] // serving worker by id, for senders
 	routesDirty bool
-	dropped     atomic.Int64 // relayed messages dropped since the last log line
-	dropLogged  atomic.Int64 // when that line was logged, unix nanoseconds
+	relayWait   time.Duration // how long a relay waits for room in a full queue
+	dropped     atomic.Int64  // relayed messages dropped since the last log line
+	dropLogged  atomic.Int64  // when that line was logged, unix nanoseconds
 	reqs        requests
 	resp        responder
 
@@ -216,6 +223,12 @@ func newSupervisor(cfg Config) (*supervisor, error) {
 		exits:    make(chan *exitEvent),
 		calls:    make(chan func()),
 		done:     make(chan struct{}),
+	}
+	// A sender held back by a relay does not read its pings meanwhile: the
+	// wait stays well within the heartbeat timeout.
+	s.relayWait = maxRelayWait
+	if cfg.HeartbeatTimeout > 0 {
+		s.relayWait = min(maxRelayWait, cfg.HeartbeatTimeout/4)
 	}
 	s.resp.handler = cfg.OnRequest
 	s.routes.Store(new(map[int]*worker))

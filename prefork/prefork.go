@@ -260,8 +260,11 @@ func (c *Cluster) running() (*supervisor, *workerSide, error) {
 // recipient arrive in order, to the recipient's Config.OnMessage. Send does
 // not wait for delivery: it fails with ErrNoWorker when the recipient is not
 // alive, ErrQueueFull when its queue is full, and ErrTooLarge for a payload
-// over Config.MaxMessageSize. A message relayed to a worker whose queue is
-// full is dropped (the parent logs it): use Request to know. files may be
+// over Config.MaxMessageSize. While the parent's queue to a worker is full,
+// the parent holds back messages relayed to it, and their senders' Send
+// reports ErrQueueFull in turn; only a worker that reads nothing for a
+// second (a quarter of HeartbeatTimeout, if less) has messages relayed to it
+// dropped, which the parent logs, until it reads again. files may be
 // *os.File, *net.TCPConn, *net.TCPListener or any syscall.Conn; the caller
 // keeps its own copies.
 func (c *Cluster) Send(to int, data []byte, files ...syscall.Conn) error {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"slices"
 	"syscall"
 	"time"
@@ -64,7 +63,7 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 	if to == All {
 		for id, w := range routes {
 			if id != from.id {
-				if err := relaySend(w, &f); err != nil {
+				if err := s.relaySend(w, &f, false); err != nil {
 					s.drop(from.id, id, sendErr(id, err))
 				}
 			}
@@ -74,10 +73,10 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 	var err error
 	if w := routes[to]; w == nil {
 		err = fmt.Errorf("%w: %s", ErrNoWorker, addrName(to))
-	} else if f.Type == wire.TypeUser {
-		err = sendErr(to, relaySend(w, &f)) // batched with the sender's stream
 	} else {
-		err = sendErr(to, w.conn.SendDirect(&f)) // a request or a reply: latency first
+		// A message is batched with the sender's stream; a request or a
+		// reply is written at once: latency first.
+		err = sendErr(to, s.relaySend(w, &f, f.Type != wire.TypeUser))
 	}
 	if err == nil {
 		return
@@ -89,20 +88,43 @@ func (s *supervisor) route(from *worker, f wire.Frame) {
 	s.drop(from.id, to, err)
 }
 
-// relaySend queues a relayed message for w. A full queue gets one more
-// chance after a yield: the reader relaying a flood never blocks while its
-// sender keeps writing, and with few Ps the recipient's writer goroutine
-// may not have run; a yield lets it empty the queue.
-func relaySend(w *worker, f *wire.Frame) error {
-	err := w.conn.Send(f)
-	if errors.Is(err, wire.ErrQueueFull) {
-		runtime.Gosched()
+// relaySend queues a relayed frame for w (direct: see wire.Conn.SendDirect).
+// While w's queue is full it waits for room, for relayWait at most, and
+// meanwhile this goroutine, the sender's reader, reads nothing more from the
+// sender: the sender's own queue fills in turn and its Send reports
+// ErrQueueFull. So a full queue is an error to the sender of a relayed
+// message as it is to a direct one, and nothing its Send accepted is
+// dropped, unless the recipient takes nothing for all of relayWait.
+//
+// A recipient that took nothing for relayWait is marked stuck: until it has
+// room again, what is relayed to it is dropped at once, so that it holds
+// back its senders for one relayWait, not one per message.
+func (s *supervisor) relaySend(w *worker, f *wire.Frame, direct bool) error {
+	var err error
+	if direct {
+		err = w.conn.SendDirect(f)
+	} else {
 		err = w.conn.Send(f)
+	}
+	if err == nil {
+		if w.relayStuck.Load() {
+			w.relayStuck.Store(false)
+		}
+		return nil
+	}
+	if !errors.Is(err, wire.ErrQueueFull) || w.relayStuck.Load() {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.relayWait)
+	defer cancel()
+	if err = w.conn.SendWait(ctx, f); errors.Is(err, wire.ErrQueueFull) {
+		w.relayStuck.Store(true)
 	}
 	return err
 }
 
-// drop counts a relayed message that could not be delivered and logs the
+// drop counts a relayed message that could not be delivered (the recipient
+// is gone, or took nothing for relayWait) and logs the
 // count at most once a second: a flood to a worker that does not read must
 // not become a flood of log lines.
 func (s *supervisor) drop(from, to int, err error) {
@@ -113,7 +135,7 @@ func (s *supervisor) drop(from, to int, err error) {
 		return
 	}
 	s.dropped.Add(-n)
-	s.log.Warn("relayed messages dropped (use Request to learn of it)", "dropped", n, "from", from, "to", to, "err", err)
+	s.log.Warn("relayed messages dropped: the recipient took none for "+s.relayWait.String(), "dropped", n, "from", from, "to", to, "err", err)
 }
 
 // send and request are Cluster.Send and Cluster.Request in the parent.
