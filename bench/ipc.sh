@@ -10,8 +10,9 @@
 #   ipc-roundtrip-us        Request(ctx, 1, 64 B) echoed by worker 1, median µs
 #   ipc-oneway-msgs-per-s   worker 1 → parent Send of 64 B, msg/s
 #   ipc-relay-msgs-per-s    worker 1 → worker 2 through the parent, msg/s
-#                           delivered (the parent drops what does not fit
-#                           in worker 2's queue: see ipc-relay-dropped)
+#                           delivered (the parent holds worker 1 back while
+#                           worker 2's queue is full; anything lost shows in
+#                           ipc-relay-dropped)
 #   node-roundtrip-us       worker.send of a 64-char string echoed, median µs
 #   node-oneway-msgs-per-s  process.send of a 64-char string, msg/s
 #
