@@ -124,9 +124,9 @@ func (s *supervisor) relaySend(w *worker, f *wire.Frame, direct bool) error {
 }
 
 // drop counts a relayed message that could not be delivered (the recipient
-// is gone, or took nothing for relayWait) and logs the
-// count at most once a second: a flood to a worker that does not read must
-// not become a flood of log lines.
+// is gone, or took nothing for relayWait) and logs the count at most once a
+// second: a flood to a worker that does not read must not become a flood of
+// log lines.
 func (s *supervisor) drop(from, to int, err error) {
 	n := s.dropped.Add(1)
 	now := time.Now().UnixNano()
@@ -135,7 +135,7 @@ func (s *supervisor) drop(from, to int, err error) {
 		return
 	}
 	s.dropped.Add(-n)
-	s.log.Warn("relayed messages dropped: the recipient took none for "+s.relayWait.String(), "dropped", n, "from", from, "to", to, "err", err)
+	s.log.Warn("relayed messages dropped: the recipient is gone, or has read nothing for "+s.relayWait.String(), "dropped", n, "from", from, "to", to, "err", err)
 }
 
 // send and request are Cluster.Send and Cluster.Request in the parent.
