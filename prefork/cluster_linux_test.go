@@ -266,6 +266,31 @@ func TestInheritMode(t *testing.T) {
 
 // A port held by a plain listener: Run fails within 5 s with an error that
 // names the address and the cause, and leaves no process behind.
+// An address that cannot be bound: Run returns at once an error that names
+// the cause, before any worker starts; no process is left.
+func TestBadAddress(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"127.0.0.1", "missing port in address"},
+		{"127.0.0.1:99999", "invalid port"},
+		{"127.0.0.1:no-such-service", "unknown port"},
+		{"192.0.2.1:8080", "listen tcp 192.0.2.1:8080: bind: cannot assign requested address"}, // TEST-NET-1
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			c := startCluster(t, "-workers", "2", "-addr", tc.addr)
+			if code := c.wait(5 * time.Second); code == 0 {
+				t.Fatal("parent exited 0")
+			}
+			<-c.stderr
+			if out := c.output(); !strings.Contains(out, tc.want) {
+				t.Errorf("output does not say %q:\n%s", tc.want, out)
+			}
+			if !c.groupGone() {
+				t.Error("processes left behind")
+			}
+		})
+	}
+}
+
 func TestPortInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
