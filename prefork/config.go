@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -70,10 +71,13 @@ type Config struct {
 	// Network is "tcp" (default), "tcp4" or "tcp6".
 	Network string
 
-	// Workers is the number of worker processes. Zero means runtime.NumCPU().
-	// Each worker runs with GOMAXPROCS = NumCPU / Workers (at least 1), and
-	// the parent, which only supervises and relays, with GOMAXPROCS = 1,
-	// unless the GOMAXPROCS environment variable is set.
+	// Workers is the number of worker processes. Zero means one per CPU the
+	// process may use: the Go runtime's default GOMAXPROCS, which, unlike
+	// runtime.NumCPU, honours a container's CPU limit (the cgroup quota) as
+	// well as the CPU affinity mask. Each worker runs with GOMAXPROCS = those
+	// CPUs / Workers (at least 1), and the parent, which only supervises and
+	// relays, with GOMAXPROCS = 1, unless the GOMAXPROCS environment variable
+	// is set.
 	Workers int
 
 	// Mode chooses between per-worker SO_REUSEPORT sockets and one socket
@@ -162,7 +166,7 @@ func (c Config) normalized() Config {
 		c.Network = DefaultNetwork
 	}
 	if c.Workers <= 0 {
-		c.Workers = runtime.NumCPU()
+		c.Workers = availableCPUs()
 	}
 	if c.StopTimeout <= 0 {
 		c.StopTimeout = DefaultStopTimeout
@@ -180,6 +184,24 @@ func (c Config) normalized() Config {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// availableCPUs is how many CPUs the cluster may use: the Go runtime's
+// default GOMAXPROCS, which is the lower of the CPU affinity mask and the
+// cgroup CPU limit, rounded up (runtime.NumCPU sees only the mask: in a pod
+// limited to 2 CPUs on a 64-CPU node it says 64). With GOMAXPROCS set, by
+// the environment or a call, the default is computed aside and the setting
+// put back.
+var availableCPUs = sync.OnceValue(defaultGOMAXPROCS)
+
+func defaultGOMAXPROCS() int {
+	set := runtime.GOMAXPROCS(0)
+	runtime.SetDefaultGOMAXPROCS()
+	n := runtime.GOMAXPROCS(0)
+	if n != set {
+		runtime.GOMAXPROCS(set)
+	}
+	return n
 }
 
 // check reports a configuration the cluster cannot run with.

@@ -327,7 +327,8 @@ func (s *supervisor) closeFDs() {
 
 // workerBaseEnv is the parent's environment without the worker variables
 // (a parent may itself have been started by a worker's code, or by hand),
-// and with GOMAXPROCS = CPUs / workers unless the user set GOMAXPROCS:
+// and with GOMAXPROCS = available CPUs / workers unless the user set
+// GOMAXPROCS:
 // N workers each running one P per CPU were measured 2-13% slower than one
 // process; CPUs / N each made them 1-4% faster.
 func workerBaseEnv(workers int) []string {
@@ -339,7 +340,7 @@ func workerBaseEnv(workers int) []string {
 		}
 	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
-		env = append(env, "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/workers)))
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(max(1, availableCPUs()/workers)))
 	}
 	return env
 }
