@@ -187,17 +187,22 @@ func runCommand(c *prefork.Cluster, cmd command) ([]byte, error) {
 		d, _ := time.ParseDuration(cmd.Data)
 		<-time.After(d) // the slow work a request timeout is tested against
 		return []byte("slept"), nil
-	case "garbage", "forge":
+	case "garbage", "forge", "unknown":
 		// Write to the channel socket behind forkline's back.
 		fd := channelFD()
 		if fd < 0 {
 			return nil, errors.New("no channel socket found")
 		}
 		b := []byte("GARBAGE GARBAGE GARBAGE GARBAGE")
-		if cmd.Op == "forge" {
+		switch cmd.Op {
+		case "forge":
 			// A well-formed frame of a type only the parent may send.
 			b = make([]byte, 24)
 			b[0], b[1], b[2] = 0xF1, 1, 4 // magic, version, TypeDrain
+		case "unknown":
+			// A control frame of a type a later version might define.
+			b = make([]byte, 24)
+			b[0], b[1], b[2] = 0xF1, 1, 40
 		}
 		_, err := unix.Write(fd, b)
 		return []byte("written"), err
@@ -536,6 +541,48 @@ func TestReplyTooLarge(t *testing.T) {
 	}
 	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
 		t.Errorf("after the failed replies: %q, %v", got, err)
+	}
+}
+
+// A control frame of a type this parent does not know, as a worker built
+// from a newer binary may send during a reload, is ignored: the worker is
+// not replaced.
+func TestUnknownControlFrameIgnored(t *testing.T) {
+	ip := startInProcess(t, 1, nil)
+	pid := pidOf(t, ip, 1)
+	if _, err := ip.command(1, command{Op: "unknown"}); err != nil {
+		t.Fatal(err)
+	}
+	// The channel is ordered: the echo's request is answered after the
+	// parent has read the unknown frame.
+	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
+		t.Errorf("after the unknown frame: %q, %v", got, err)
+	}
+	if now := pidOf(t, ip, 1); now != pid {
+		t.Errorf("worker 1 was replaced (pid %d, then %d)", pid, now)
+	}
+}
+
+// A worker stopped by a SIGTERM that is not the parent's (an operator's
+// kill, or systemd signalling the whole cgroup) drains, tells the parent,
+// and is replaced; its exit is not reported as a crash.
+func TestWorkerStoppedBySignal(t *testing.T) {
+	ip := startInProcess(t, 1, nil)
+	pid := pidOf(t, ip, 1)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ev := ip.event(10*time.Second, "exit of worker 1", func(ev prefork.Event) bool {
+		return ev.Type == prefork.EventExit && ev.Worker.PID == pid
+	})
+	if ev.Asked || ev.ExitCode != 0 || ev.Err == nil || !strings.Contains(ev.Err.Error(), "stopped on SIGTERM") {
+		t.Errorf("exit: asked %v, code %d, err %v; want a clean exit, not asked, stopped on SIGTERM", ev.Asked, ev.ExitCode, ev.Err)
+	}
+	ip.event(10*time.Second, "listening of the replacement", func(ev prefork.Event) bool {
+		return ev.Type == prefork.EventListening && ev.Worker.ID == 1 && ev.Worker.PID != pid
+	})
+	if logs := ip.logs.String(); strings.Contains(logs, "worker died") || !strings.Contains(logs, "worker stopped on its own") {
+		t.Errorf("the parent's log does not tell a drain from a crash:\n%s", logs)
 	}
 }
 

@@ -80,6 +80,7 @@ type worker struct {
 	asked    bool        // the parent asked it to stop
 	hung     bool        // failed its heartbeat
 	recycled bool        // a recycle of it is queued or running
+	stopping string      // why it drains on its own (TypeStopping), if it does
 
 	lastPong atomic.Int64 // unix nanoseconds; set by the reader goroutine
 	// relayStuck: a relay to it timed out waiting for room (see relaySend)
@@ -564,7 +565,14 @@ func (s *supervisor) onWorkerFrame(w *worker, f wire.Frame) error {
 	case f.Type == wire.TypePong:
 		w.lastPong.Store(time.Now().UnixNano())
 		return nil
-	case f.Type == wire.TypeHello, f.Type == wire.TypeReady, f.Type == wire.TypeFailed, f.Type == wire.TypeRecycle:
+	case f.Type == wire.TypeHello, f.Type == wire.TypeReady, f.Type == wire.TypeFailed, f.Type == wire.TypeRecycle,
+		f.Type == wire.TypeStopping:
+	case !f.Type.Known():
+		// From a worker of a newer binary, which a reload runs under this
+		// parent: what this version does not know, it ignores.
+		closeFDs(f.FDs)
+		s.log.Debug("control frame of an unknown type ignored", w.attrs("type", f.Type.String())...)
+		return nil
 	default:
 		closeFDs(f.FDs)
 		return fmt.Errorf("%w: worker sent control frame %v, which only the parent sends", wire.ErrMalformed, f.Type)
@@ -602,6 +610,8 @@ func (s *supervisor) onFrame(w *worker, f wire.Frame) {
 		w.failErr = errors.New(string(f.Payload))
 	case wire.TypeRecycle:
 		s.requestRecycle(w, "MaxRequests reached")
+	case wire.TypeStopping:
+		w.stopping = string(f.Payload[:min(len(f.Payload), 64)])
 	}
 }
 
@@ -684,6 +694,10 @@ func (s *supervisor) onExit(w *worker) (then func()) {
 	if cause == nil && w.hung {
 		cause = fmt.Errorf("no heartbeat for %v", s.cfg.HeartbeatTimeout)
 	}
+	stoppedOnItsOwn := cause == nil && w.stopping != "" && w.waitErr == nil
+	if stoppedOnItsOwn {
+		cause = fmt.Errorf("stopped on %s, not asked by the parent", w.stopping)
+	}
 	if cause == nil {
 		if w.state == stateReady {
 			cause = fmt.Errorf("exited: %s", exitStatus(w.waitErr))
@@ -706,7 +720,13 @@ func (s *supervisor) onExit(w *worker) (then func()) {
 			s.fail(ev.Err)
 			return nil
 		}
-		s.log.Warn("worker died, replacing it", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
+		if stoppedOnItsOwn {
+			// An operator's kill, or systemd signalling the whole cgroup
+			// just before the parent: a drain, not a crash.
+			s.log.Info("worker stopped on its own, replacing it", w.attrs("err", cause)...)
+		} else {
+			s.log.Warn("worker died, replacing it", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
+		}
 		if w.state == stateReady && time.Since(w.readyAt) >= stableAfter {
 			sl.failures = 0
 		}

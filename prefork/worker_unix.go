@@ -127,6 +127,9 @@ func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
 			if unix.Getppid() != envInt(envParent) {
 				parentGone()
 			} else {
+				// Not the parent's doing (it asks over the channel): say
+				// so, that the exit is not taken for a crash.
+				conn.SendControl(&wire.Frame{Type: wire.TypeStopping, From: uint32(wk.id), Payload: []byte("SIGTERM")})
 				cancel(errDrain)
 			}
 		case req := <-stop:

@@ -50,6 +50,9 @@ type Type uint8
 
 // Frame types. Types below TypeUser are reserved for forkline's own control
 // traffic. Type 0 is never valid, so a zero Frame cannot be sent by accident.
+// Control types above LastControl belong to later versions: a reload runs a
+// new binary's workers under the parent started from the old one, so a
+// receiver ignores a control type it does not know (see Type.Known).
 const (
 	TypeHello    Type = 1  // worker→parent: channel up (Node's "online")
 	TypeReady    Type = 2  // worker→parent: serving; payload = listen address text
@@ -60,6 +63,8 @@ const (
 	TypePong     Type = 7  // answer to TypePing
 	TypeRoster   Type = 8  // parent→worker: the live worker ids (uint32 LE each)
 	TypeRecycle  Type = 9  // worker→parent: replace me (MaxRequests reached)
+	TypeStopping Type = 10 // worker→parent: draining on its own (a signal); payload = why
+	LastControl       = TypeStopping
 	TypeUser     Type = 64 // first user type: user message
 	TypeRequest  Type = 65 // user request; answered by TypeReply with the same ID
 	TypeReply    Type = 66 // answer to TypeRequest
@@ -68,6 +73,10 @@ const (
 
 // Reserved reports whether t belongs to forkline's control traffic.
 func (t Type) Reserved() bool { return t < TypeUser }
+
+// Known reports whether t is a type this version defines: a user type, or a
+// control type up to LastControl.
+func (t Type) Known() bool { return t != 0 && (t <= LastControl || t >= TypeUser) }
 
 var typeNames = [...]string{
 	TypeHello:    "hello",
@@ -79,6 +88,7 @@ var typeNames = [...]string{
 	TypePong:     "pong",
 	TypeRoster:   "roster",
 	TypeRecycle:  "recycle",
+	TypeStopping: "stopping",
 	TypeUser:     "user",
 	TypeRequest:  "request",
 	TypeReply:    "reply",

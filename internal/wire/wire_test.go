@@ -18,19 +18,22 @@ func TestMain(m *testing.M) {
 
 func TestTypeString(t *testing.T) {
 	for _, tc := range []struct {
-		t        Type
-		name     string
-		reserved bool
+		t               Type
+		name            string
+		reserved, known bool
 	}{
-		{TypeHello, "hello", true},
-		{TypeListener, "listener", true},
-		{TypePong, "pong", true},
-		{TypeRoster, "roster", true},
-		{TypeRecycle, "recycle", true},
-		{10, "reserved(10)", true},
-		{TypeUser, "user", false},
-		{TypeReplyErr, "reply-error", false},
-		{200, "user(200)", false},
+		{0, "reserved(0)", true, false},
+		{TypeHello, "hello", true, true},
+		{TypeListener, "listener", true, true},
+		{TypePong, "pong", true, true},
+		{TypeRoster, "roster", true, true},
+		{TypeRecycle, "recycle", true, true},
+		{TypeStopping, "stopping", true, true},
+		{LastControl + 1, "reserved(11)", true, false},
+		{TypeUser - 1, "reserved(63)", true, false},
+		{TypeUser, "user", false, true},
+		{TypeReplyErr, "reply-error", false, true},
+		{200, "user(200)", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.t.String(); got != tc.name {
@@ -38,6 +41,9 @@ func TestTypeString(t *testing.T) {
 			}
 			if got := tc.t.Reserved(); got != tc.reserved {
 				t.Errorf("Reserved() = %v, want %v", got, tc.reserved)
+			}
+			if got := tc.t.Known(); got != tc.known {
+				t.Errorf("Known() = %v, want %v", got, tc.known)
 			}
 		})
 	}
