@@ -2,6 +2,7 @@ package prefork_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -365,4 +366,23 @@ func portOf(t *testing.T, addr string) int {
 	}
 	port, _ := strconv.Atoi(p)
 	return port
+}
+
+// lockedBuffer is a bytes.Buffer for concurrent writers: a parent's log,
+// kept to look for a line.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -238,24 +238,6 @@ type inProcess struct {
 	stopOnce sync.Once
 }
 
-// lockedBuffer is a bytes.Buffer for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startInProcess runs a parent here with n messenger workers and waits
 // until they are all listening. onMessage, if set, replaces the default
 // (collecting messages on ip.msgs).

@@ -271,7 +271,7 @@ func scaleMigrateMain(args []string) int {
 		return 2
 	}
 
-	var logs scaleLogBuffer
+	var logs lockedBuffer
 	events := make(chan prefork.Event, 1024)
 	held := make(chan struct{}) // gate: closed when the worker must stop accepting
 	var holdOnce sync.Once
@@ -844,20 +844,3 @@ func scaleNetCounters() (map[string]int64, error) {
 	return m, nil
 }
 
-// scaleLogBuffer keeps the parent's log records, to look for a warning.
-type scaleLogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *scaleLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *scaleLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
