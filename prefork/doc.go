@@ -51,7 +51,9 @@
 // stops at once, SIGTTIN and SIGTTOU add or remove a worker. Workers run in
 // process groups of their own, so that a signal to the parent's group (a ^C
 // at a terminal) reaches the parent only: the parent decides. Workers ignore
-// SIGINT, SIGHUP, SIGTTIN and SIGTTOU and drain on SIGTERM.
+// SIGINT, SIGHUP, SIGTTIN and SIGTTOU and drain on SIGTERM; a worker that
+// gets SIGTERM from anyone but the parent tells the parent so, which
+// replaces it and logs a stop rather than a crash.
 //
 // # Platforms
 //
@@ -69,5 +71,7 @@
 //
 // KillMode=mixed sends SIGTERM to the parent only and lets it drain its
 // workers; the default (control-group) sends SIGTERM to every process at
-// once, which also drains the workers, each on its own.
+// once, which also drains the workers, each on its own (a worker that is
+// done before the parent has its own SIGTERM is replaced, and the
+// replacement drained with the rest).
 package prefork

@@ -843,4 +843,3 @@ func scaleNetCounters() (map[string]int64, error) {
 	}
 	return m, nil
 }
-
