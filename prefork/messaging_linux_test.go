@@ -563,7 +563,7 @@ func TestWorkerStoppedBySignal(t *testing.T) {
 	ip.event(10*time.Second, "listening of the replacement", func(ev prefork.Event) bool {
 		return ev.Type == prefork.EventListening && ev.Worker.ID == 1 && ev.Worker.PID != pid
 	})
-	if logs := ip.logs.String(); strings.Contains(logs, "worker died") || !strings.Contains(logs, "worker stopped on its own") {
+	if logs := ip.logs.String(); strings.Contains(logs, "worker died") || !strings.Contains(logs, "worker stopped on a signal") {
 		t.Errorf("the parent's log does not tell a drain from a crash:\n%s", logs)
 	}
 }

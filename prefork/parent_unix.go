@@ -696,7 +696,7 @@ func (s *supervisor) onExit(w *worker) (then func()) {
 	}
 	stoppedOnItsOwn := cause == nil && w.stopping != "" && w.waitErr == nil
 	if stoppedOnItsOwn {
-		cause = fmt.Errorf("stopped on %s, not asked by the parent", w.stopping)
+		cause = fmt.Errorf("stopped on %s", w.stopping)
 	}
 	if cause == nil {
 		if w.state == stateReady {
@@ -721,9 +721,9 @@ func (s *supervisor) onExit(w *worker) (then func()) {
 			return nil
 		}
 		if stoppedOnItsOwn {
-			// An operator's kill, or systemd signalling the whole cgroup
-			// just before the parent: a drain, not a crash.
-			s.log.Info("worker stopped on its own, replacing it", w.attrs("err", cause)...)
+			// An operator's kill, Kill, or systemd signalling the whole
+			// cgroup just before the parent: a drain, not a crash.
+			s.log.Info("worker stopped on a signal, replacing it", w.attrs("err", cause)...)
 		} else {
 			s.log.Warn("worker died, replacing it", w.attrs("status", exitStatus(w.waitErr), "err", cause)...)
 		}

@@ -127,7 +127,8 @@ func (wk *workerSide) serve(fn ServeFunc, stop <-chan stopReq) error {
 			if unix.Getppid() != envInt(envParent) {
 				parentGone()
 			} else {
-				// Not the parent's doing (it asks over the channel): say
+				// The parent asks for a drain over the channel; a signal
+				// comes from elsewhere (an operator, systemd, Kill). Say
 				// so, that the exit is not taken for a crash.
 				conn.SendControl(&wire.Frame{Type: wire.TypeStopping, From: uint32(wk.id), Payload: []byte("SIGTERM")})
 				cancel(errDrain)
