@@ -82,27 +82,30 @@ running() { # is pid $1 alive and not a zombie?
 	[[ -n $st && $st != Z ]]
 }
 
-stop_group() { # pid [descendant pids that must be gone afterwards]
-	local pid=$1 i
-	kill -TERM -- "-$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		group_alive "$pid" || break
+# wait_while tries cmd...: runs cmd every 0.1 s while it succeeds, at most
+# tries times; fails if cmd still succeeds at the end.
+wait_while() {
+	local tries=$1 i
+	shift
+	for ((i = 0; i < tries; i++)); do
+		"$@" || return 0
 		sleep 0.1
 	done
-	if group_alive "$pid"; then
+	! "$@"
+}
+
+stop_group() { # pid [descendant pids that must be gone afterwards]
+	local pid=$1 p
+	kill -TERM -- "-$pid" 2>/dev/null || true
+	if ! wait_while 100 group_alive "$pid"; then
 		log "process group $pid still running 10s after SIGTERM; sending SIGKILL"
 		kill -KILL -- "-$pid" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
+		wait_while 50 group_alive "$pid" || true
 	fi
 	wait "$pid" 2>/dev/null || true
 	shift
-	local p
 	for p; do
-		for ((i = 0; i < 50; i++)); do
-			running "$p" || break
-			sleep 0.1
-		done
-		if running "$p"; then
+		if ! wait_while 50 running "$p"; then
 			log "worker $p outlived its parent $pid by 5s; sending SIGKILL"
 			kill -KILL "$p" 2>/dev/null || true
 		fi
@@ -110,4 +113,14 @@ stop_group() { # pid [descendant pids that must be gone afterwards]
 	local left=()
 	for p in "${started[@]}"; do [[ $p == "$pid" ]] || left+=("$p"); done
 	started=("${left[@]}")
+}
+
+# stop_started stops every process group this script started and that is
+# still running (for an EXIT trap).
+stop_started() {
+	local pid
+	for pid in "${started[@]}"; do
+		group_alive "$pid" && stop_group "$pid"
+	done
+	return 0
 }

@@ -129,12 +129,8 @@ samples=$raw/samples.tsv
 # ---- process handling -------------------------------------------------------
 started=() # leaders of the process groups this script created
 
-
 cleanup() {
-	local pid
-	for pid in "${started[@]}"; do
-		group_alive "$pid" && stop_group "$pid"
-	done
+	stop_started
 	if [[ -n ${KEEP:-} ]]; then log "raw data kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT

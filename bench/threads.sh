@@ -37,10 +37,7 @@ done
 work=$(mktemp -d /tmp/forkline-threads.XXXXXX)
 started=() # leaders of the process groups this script created
 cleanup() {
-	local pid
-	for pid in "${started[@]}"; do
-		group_alive "$pid" && stop_group "$pid"
-	done
+	stop_started
 	rm -rf "$work"
 }
 trap cleanup EXIT
