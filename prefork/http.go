@@ -3,10 +3,14 @@ package prefork
 import (
 	"context"
 	"errors"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/forkline/forkline/internal/worker"
 )
 
 // maxIdleGrace is how long, at most, a draining worker leaves an idle
@@ -16,15 +20,9 @@ import (
 // a request loop uses the grace at once, so most connections end cleanly.
 const maxIdleGrace = time.Second
 
-// parentGoneGrace bounds how long a worker whose parent died may take to
-// finish what it is doing: no worker outlives its parent by more than ~1 s.
-const parentGoneGrace = 500 * time.Millisecond
-
-// Causes of a worker's drain, as context.Cause of the ServeFunc's context.
-var (
-	errDrain      = errors.New("prefork: drain requested")
-	errParentGone = errors.New("prefork: parent process is gone")
-)
+// parentGoneDrain bounds the drain of a worker whose parent died: within
+// the grace after which the worker ends on its own (~500 ms).
+const parentGoneDrain = 400 * time.Millisecond
 
 // serveHTTP returns the ServeFunc behind Cluster.Run.
 //
@@ -34,11 +32,12 @@ var (
 // what is already queued and stop accepting (readyListener.drain), answer every
 // request already accepted with "Connection: close", give idle keep-alive
 // connections a short grace, and only then Shutdown.
-func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
+func serveHTTP(h http.Handler, cfg Config) ServeFunc {
 	return func(ctx context.Context, ln net.Listener) error {
 		tr := &connTracker{changed: make(chan struct{}, 1)}
-		count := countRequests(ctx)
+		count := worker.CountRequests(ctx)
 		srv := &http.Server{
+			ErrorLog: errorLog(ctx, cfg.Logger),
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if tr.draining.Load() {
 					w.Header().Set("Connection", "close")
@@ -62,20 +61,16 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 		case <-ctx.Done():
 		}
 
+		// The worker's listener hands out what is queued once ctx is
+		// done, then fails Accept: Serve returns with nothing abandoned.
 		tr.draining.Store(true)
-		if d, ok := ln.(interface{ drain() }); ok {
-			d.drain() // accept what is queued, then Serve returns
-		} else {
-			ln.Close()
-		}
 		if !served {
 			<-errc
 		}
-		ln.Close()
 
-		deadline := stopTimeout
-		if errors.Is(context.Cause(ctx), errParentGone) {
-			deadline = parentGoneGrace * 8 / 10
+		deadline := cfg.StopTimeout
+		if errors.Is(context.Cause(ctx), worker.ErrParentGone) {
+			deadline = parentGoneDrain
 		}
 		dctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
@@ -85,6 +80,15 @@ func serveHTTP(h http.Handler, stopTimeout time.Duration) ServeFunc {
 		}
 		return nil
 	}
+}
+
+// errorLog sends the server's own log (a panic it recovered, a TLS
+// handshake error) to the cluster's logger, with the worker's id.
+func errorLog(ctx context.Context, l *slog.Logger) *log.Logger {
+	if wl := worker.Log(ctx); wl != nil {
+		l = wl
+	}
+	return slog.NewLogLogger(l.Handler(), slog.LevelError)
 }
 
 // connTracker follows every connection's state (http.Server.ConnState)

@@ -554,15 +554,17 @@ func TestWorkerStoppedBySignal(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// It serves until its replacement does, then drains: the replacement
+	// listens before the old worker's exit.
+	ip.event(10*time.Second, "listening of the replacement", func(ev prefork.Event) bool {
+		return ev.Type == prefork.EventListening && ev.Worker.ID == 1 && ev.Worker.PID != pid
+	})
 	ev := ip.event(10*time.Second, "exit of worker 1", func(ev prefork.Event) bool {
 		return ev.Type == prefork.EventExit && ev.Worker.PID == pid
 	})
 	if ev.Asked || ev.ExitCode != 0 || ev.Err == nil || !strings.Contains(ev.Err.Error(), "stopped on SIGTERM") {
 		t.Errorf("exit: asked %v, code %d, err %v; want a clean exit, not asked, stopped on SIGTERM", ev.Asked, ev.ExitCode, ev.Err)
 	}
-	ip.event(10*time.Second, "listening of the replacement", func(ev prefork.Event) bool {
-		return ev.Type == prefork.EventListening && ev.Worker.ID == 1 && ev.Worker.PID != pid
-	})
 	if logs := ip.logs.String(); strings.Contains(logs, "worker died") || !strings.Contains(logs, "worker stopped on a signal") {
 		t.Errorf("the parent's log does not tell a drain from a crash:\n%s", logs)
 	}
@@ -683,7 +685,7 @@ func TestBadFrameReplacesWorker(t *testing.T) {
 func pidOf(t *testing.T, ip *inProcess, id int) int {
 	t.Helper()
 	for _, w := range ip.c.Workers() {
-		if w.ID == id && w.State == "listening" {
+		if w.ID == id && w.State == prefork.StateListening {
 			return w.PID
 		}
 	}

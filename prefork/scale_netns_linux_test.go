@@ -471,7 +471,7 @@ func (d *scaleDriver) drive(rep *scaleReport, workers, clients, rounds, queue in
 func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 	var leaving prefork.WorkerInfo
 	for _, w := range d.c.Workers() {
-		if w.ID == n && w.State == "listening" {
+		if w.ID == n && w.State == prefork.StateListening {
 			leaving = w
 		}
 	}

@@ -99,6 +99,21 @@ func ActionOf(sig os.Signal) Action {
 	return None
 }
 
+// Name returns the name of sig as kill -l and the logs spell it, with the
+// "SIG" prefix: "SIGTTIN" for the table's signals (where os.Signal's String
+// says "stopped (tty input)"), the signal's own String otherwise.
+func Name(sig os.Signal) string {
+	for _, e := range table {
+		if e.sig == sig {
+			return "SIG" + e.name
+		}
+	}
+	if sig == nil {
+		return "none"
+	}
+	return sig.String()
+}
+
 // Signals returns every signal in the table on this platform, sorted by
 // name: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU on unix. The
 // slice is new on each call; the caller may modify it.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // errUnsupported is returned where there are no unix sockets to pass
@@ -42,6 +43,18 @@ func (c *Conn) SendControl(f *Frame) error { return c.Send(f) }
 
 // Recv returns an error wrapping ErrClosed.
 func (c *Conn) Recv() (Frame, error) { return Frame{}, fmt.Errorf("%w: %w", ErrClosed, errUnsupported) }
+
+// CloseFDs does nothing: no frame carries descriptors here.
+func CloseFDs([]int) {}
+
+// SetSendLimit does nothing.
+func (c *Conn) SetSendLimit(int) {}
+
+// SendLimit returns 0.
+func (c *Conn) SendLimit() int { return 0 }
+
+// SetReadDeadline returns an error wrapping errors.ErrUnsupported.
+func (c *Conn) SetReadDeadline(time.Time) error { return errUnsupported }
 
 // Close does nothing.
 func (c *Conn) Close() error { return nil }

@@ -87,6 +87,11 @@ type Conn struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	// sendLimit bounds the payload of a frame this end sends; it starts
+	// at Options.MaxPayload and may be lowered to what the peer accepts
+	// (SetSendLimit).
+	sendLimit atomic.Int64
 }
 
 // mark says that the frame at buf[off:] carries the next n descriptors.
@@ -140,6 +145,7 @@ func NewConn(f *os.File, opts Options) (*Conn, error) {
 	}
 	c.recvFn = c.recvmsg
 	c.writeFn = c.writeDirect
+	c.sendLimit.Store(int64(c.opts.MaxPayload))
 	c.dec = newDecoder(c, c.opts.MaxPayload, readBufSize, closeFD)
 	go c.writeLoop()
 	return c, nil
@@ -147,7 +153,11 @@ func NewConn(f *os.File, opts Options) (*Conn, error) {
 
 func closeFD(fd int) { unix.Close(fd) }
 
-func closeFDs(fds []int) {
+func closeFDs(fds []int) { CloseFDs(fds) }
+
+// CloseFDs closes descriptors received in frames (Frame.FDs) that nobody
+// will own.
+func CloseFDs(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
@@ -172,7 +182,7 @@ func (c *Conn) Send(f *Frame) error {
 // not take at once is queued as Send would. For a stream of frames Send is
 // better: the writer batches them into fewer system calls.
 func (c *Conn) SendDirect(f *Frame) error {
-	if err := checkSend(f, c.opts.MaxPayload); err != nil {
+	if err := checkSend(f, c.SendLimit()); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -240,7 +250,7 @@ func (c *Conn) SendWait(ctx context.Context, f *Frame) error {
 }
 
 func (c *Conn) send(ctx context.Context, wait bool, f *Frame, control bool) error {
-	if err := checkSend(f, c.opts.MaxPayload); err != nil {
+	if err := checkSend(f, c.SendLimit()); err != nil {
 		return err
 	}
 	var dups [MaxFDs]int
@@ -397,6 +407,26 @@ func (c *Conn) write(b []byte) error {
 	_, err := c.uc.Write(b)
 	return err
 }
+
+// SetSendLimit sets the largest payload this end sends: a frame with a
+// larger payload is refused by the Send methods with ErrTooLarge. Two ends
+// agree on it when the channel opens (see Welcome), so that neither sends
+// what the other's decoder would reject. It does not change what Recv
+// accepts (Options.MaxPayload). n <= 0 means Options.MaxPayload. It is safe
+// for concurrent use.
+func (c *Conn) SetSendLimit(n int) {
+	if n <= 0 || n > c.opts.MaxPayload {
+		n = c.opts.MaxPayload
+	}
+	c.sendLimit.Store(int64(n))
+}
+
+// SendLimit returns the largest payload this end sends.
+func (c *Conn) SendLimit() int { return int(c.sendLimit.Load()) }
+
+// SetReadDeadline bounds a Recv that waits, as net.Conn's does; a Recv
+// that fails on it fails the Conn's receive side for good.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
 
 // Recv returns the next frame. It must not be called from more than one
 // goroutine at a time.

@@ -41,6 +41,11 @@ const (
 	Broadcast uint32 = ^uint32(0) // "every worker"
 )
 
+// DrainLast, as a drain request's payload, says that the parent no longer
+// holds the worker's socket: the worker's copy is the last, and closing it
+// resets what is queued unless it takes the queue first.
+var DrainLast = []byte{1}
+
 // magic is the first byte of every frame; a stream that does not start with
 // it is not ours (or we lost framing).
 const magic = 0xF1
@@ -54,17 +59,18 @@ type Type uint8
 // new binary's workers under the parent started from the old one, so a
 // receiver ignores a control type it does not know (see Type.Known).
 const (
-	TypeHello    Type = 1  // worker→parent: channel up (Node's "online")
+	TypeHello    Type = 1  // worker→parent: channel up (Node's "online"); payload = Hello
 	TypeReady    Type = 2  // worker→parent: serving; payload = listen address text
 	TypeFailed   Type = 3  // worker→parent: could not serve; payload = error text
-	TypeDrain    Type = 4  // parent→worker: stop accepting, finish in-flight work, exit
+	TypeDrain    Type = 4  // parent→worker: stop accepting, finish in-flight work, exit; payload = DrainLast or none
 	TypeListener Type = 5  // carries a listening socket in FDs[0] (either direction)
 	TypePing     Type = 6  // liveness probe; answered by TypePong with the same ID
 	TypePong     Type = 7  // answer to TypePing
 	TypeRoster   Type = 8  // parent→worker: the live worker ids (uint32 LE each)
 	TypeRecycle  Type = 9  // worker→parent: replace me (MaxRequests reached)
-	TypeStopping Type = 10 // worker→parent: draining on its own (a signal); payload = why
-	LastControl       = TypeStopping
+	TypeStopping Type = 10 // worker→parent: asked to stop by someone else (a signal); payload = why
+	TypeWelcome  Type = 11 // parent→worker, the first frame: payload = Welcome, FDs = its sockets
+	LastControl       = TypeWelcome
 	TypeUser     Type = 64 // first user type: user message
 	TypeRequest  Type = 65 // user request; answered by TypeReply with the same ID
 	TypeReply    Type = 66 // answer to TypeRequest
@@ -89,6 +95,7 @@ var typeNames = [...]string{
 	TypeRoster:   "roster",
 	TypeRecycle:  "recycle",
 	TypeStopping: "stopping",
+	TypeWelcome:  "welcome",
 	TypeUser:     "user",
 	TypeRequest:  "request",
 	TypeReply:    "reply",

@@ -1,10 +1,10 @@
 //go:build unix && !linux
 
-package prefork
+package supervisor
 
 import "syscall"
 
 // sysProcAttr puts each worker in a process group of its own (see
-// spawn_unix.go); a worker learns of its parent's death by EOF on its
+// exec_unix.go); a worker learns of its parent's death by EOF on its
 // channel.
 func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

@@ -4,24 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
+
+	"github.com/forkline/forkline/internal/supervisor"
+	"github.com/forkline/forkline/internal/worker"
 )
 
 // Errors returned by the cluster.
 var (
 	// ErrServerClosed is returned by Run and Serve after Shutdown or Close.
-	ErrServerClosed = errors.New("prefork: cluster closed")
+	ErrServerClosed = supervisor.ErrClosed
 
-	// ErrNoParent is the error of a process that has the worker environment
-	// variables but no live channel to a forkline parent: it was started by
-	// hand, not by its parent.
-	ErrNoParent = errors.New("prefork: this process was started as a forkline worker but has no channel to a forkline parent; workers are started by their parent, so run the program without the FORKLINE_* environment variables")
+	// ErrNoParent is returned by Run and Serve in a process that has the
+	// worker environment variables but no live channel to a forkline
+	// parent: it was started by hand, not by its parent. Its text says so
+	// in one sentence, for the log.Fatal that follows.
+	ErrNoParent = worker.ErrNoParent
 
 	// ErrNotParent is returned by the parent-only methods (Reload, Kill,
 	// Disconnect, SetWorkers) when they are called in a worker.
@@ -33,47 +35,43 @@ var (
 )
 
 // WorkerError is the failure of one worker: the error it reported over its
-// channel, or how it exited when it could not say.
+// channel, or how it exited when it could not say (with the first line of
+// its panic, when it panicked).
 type WorkerError struct {
 	ID  int   // the worker's slot, 1..Workers
 	Gen int   // its generation
-	PID int   // its process id
+	PID int   // its process id; 0 when it could not be started at all
 	Err error // its own cause
 }
 
 func (e *WorkerError) Error() string {
-	return fmt.Sprintf("prefork: worker %d (pid %d, gen %d): %v", e.ID, e.PID, e.Gen, e.Err)
+	return (&supervisor.WorkerError{ID: e.ID, Gen: e.Gen, PID: e.PID, Err: e.Err}).Error()
 }
 
 func (e *WorkerError) Unwrap() error { return e.Err }
 
-// Environment variables by which a worker knows what it is. The parent sets
-// them; a user never needs to.
-const (
-	envWorker     = "FORKLINE_WORKER"     // slot id, 1..N
-	envGeneration = "FORKLINE_GENERATION" // 1, then +1 per reload
-	envParent     = "FORKLINE_PARENT"     // the parent's pid
-)
+// publicErr gives a supervisor's worker error the public type.
+func publicErr(err error) error {
+	if we, ok := err.(*supervisor.WorkerError); ok {
+		return &WorkerError{ID: we.ID, Gen: we.Gen, PID: we.PID, Err: we.Err}
+	}
+	return err
+}
 
 // IsWorker reports whether this process is a worker started by a forkline
 // parent (Node's cluster.isWorker). Code before Run runs in the parent and
 // in every worker; IsWorker tells them apart.
-func IsWorker() bool { return os.Getenv(envWorker) != "" }
+func IsWorker() bool { return worker.IsWorker() }
 
 // WorkerID returns this worker's slot, from 1 to Config.Workers, or 0 in the
 // parent. A replacement worker (after a crash, or in a reload) gets the slot
 // of the worker it replaces, as einhorn's EINHORN_CHILD_INDEX does; unlike
 // Node's cluster.worker.id, ids are reused.
-func WorkerID() int { return envInt(envWorker) }
+func WorkerID() int { return worker.ID() }
 
 // Generation returns this worker's generation: 1 for the workers started
 // with the parent, one more for each reload. It is 0 in the parent.
-func Generation() int { return envInt(envGeneration) }
-
-func envInt(name string) int {
-	n, _ := strconv.Atoi(os.Getenv(name))
-	return n
-}
+func Generation() int { return worker.Gen() }
 
 // A ServeFunc serves connections from ln in a worker. The worker counts as
 // ready (serving) from the first call to ln.Accept. ctx is cancelled when
@@ -83,8 +81,7 @@ func envInt(name string) int {
 // before it shuts down gets them even when this worker holds the socket's
 // last copy (a scale-down, a shutdown). It must then serve them: note that
 // net/http's Server.Shutdown closes, unanswered, a connection whose first
-// request it has not read yet (measured: 69 of 96 queued connections lost
-// that way over 3 scale-downs); Run waits for those before it shuts down. ln
+// request it has not read yet; Run waits for those before it shuts down. ln
 // is a *net.TCPListener underneath: its methods other than Accept are the
 // TCPListener's. forkline closes ln after the function returns. An error
 // returned while ctx is not cancelled is the worker's failure: it is
@@ -101,22 +98,30 @@ type Cluster struct {
 	mu      sync.Mutex
 	closed  bool          // Shutdown or Close was called
 	started bool          // Serve was called
-	sup     *supervisor   // the running parent, once it runs
-	wk      *workerSide   // the running worker, once it runs
-	stop    chan stopReq  // Shutdown and Close to the running parent or worker
+	role    role          // the running parent or worker, while it runs
+	stop    chan bool     // Shutdown (false) and Close (true) to a running worker
 	stopped chan struct{} // closed when Serve returns
+
+	// Test hooks (export_test.go): the tests' own starter, and a parent
+	// that leaves GOMAXPROCS alone (tests run parents side by side).
+	testStart     supervisor.Starter
+	testKeepProcs bool
 }
 
-type stopReq struct{ fast bool }
+func (c *Cluster) testStarter() supervisor.Starter { return c.testStart }
+
+// role is what a running cluster is in this process: a *supervisor.Supervisor
+// in the parent, a *worker.Worker in a worker. The parent-only methods ask
+// for the first.
+type role interface {
+	Send(to int, data []byte, files []syscall.Conn) error
+	Request(ctx context.Context, to int, data []byte) ([]byte, error)
+}
 
 // New returns a cluster that runs with cfg. It does nothing until Run or
 // Serve is called.
 func New(cfg Config) *Cluster {
-	return &Cluster{
-		cfg:     cfg,
-		stop:    make(chan stopReq, 2),
-		stopped: make(chan struct{}),
-	}
+	return &Cluster{cfg: cfg, stop: make(chan bool, 1), stopped: make(chan struct{})}
 }
 
 // Run serves h with every default: one worker per CPU on ":$PORT" or
@@ -129,20 +134,23 @@ func Run(h http.Handler) error { return New(Config{}).Run(h) }
 // connections, and exits. In the parent, Run supervises until a signal or
 // Shutdown stops the cluster; see Serve.
 func (c *Cluster) Run(h http.Handler) error {
-	return c.Serve(serveHTTP(h, c.cfg.normalized().StopTimeout))
+	return c.Serve(serveHTTP(h, c.cfg.normalized()))
 }
 
 // Serve runs the cluster with fn as each worker's server.
 //
-// In the parent, Serve binds the listening sockets, starts the workers,
+// In the parent, Serve checks the Config (an invalid value is an error
+// naming the field), binds the listening sockets, starts the workers,
 // replaces those that die, reloads on SIGHUP and stops on SIGTERM or SIGINT
 // (see package signals for the table). It returns nil after a stop by
 // signal, ErrServerClosed after Shutdown or Close, and an error when the
 // cluster cannot start: a bad address, a port in use, or a worker that fails
-// before any worker is ready (a *WorkerError carrying the worker's cause).
+// before every worker was ready once (a *WorkerError carrying the worker's
+// cause).
 //
 // In a worker, Serve calls fn with the worker's listener and returns when fn
-// does. A Cluster runs once: Serve may not be called again.
+// does; it returns ErrNoParent in a process started by hand with the
+// worker variables. A Cluster runs once: Serve may not be called again.
 func (c *Cluster) Serve(fn ServeFunc) error {
 	c.mu.Lock()
 	if c.closed {
@@ -156,10 +164,10 @@ func (c *Cluster) Serve(fn ServeFunc) error {
 	c.started = true
 	c.mu.Unlock()
 	defer close(c.stopped)
-	cfg := c.cfg.normalized()
-	if err := cfg.check(); err != nil {
+	if err := c.cfg.check(); err != nil {
 		return err
 	}
+	cfg := c.cfg.normalized()
 	if IsWorker() {
 		return c.runWorker(cfg, fn)
 	}
@@ -172,28 +180,30 @@ func (c *Cluster) Serve(fn ServeFunc) error {
 // with ctx.Err() when ctx ends first. It can be called more than once and
 // from any goroutine; Run then returns ErrServerClosed.
 // In a worker, Shutdown drains this worker only; the parent replaces it.
-func (c *Cluster) Shutdown(ctx context.Context) error {
-	return c.halt(ctx, false)
-}
+func (c *Cluster) Shutdown(ctx context.Context) error { return c.halt(ctx, false) }
 
 // Close stops the cluster at once: workers are killed, requests in flight
 // are lost. It returns when Run has returned. It can be called more than
-// once; Run then returns ErrServerClosed.
-func (c *Cluster) Close() error {
-	return c.halt(context.Background(), true)
-}
+// once; Run then returns ErrServerClosed. In a worker, Close ends the
+// worker's process at once (exit status 1).
+func (c *Cluster) Close() error { return c.halt(context.Background(), true) }
 
 func (c *Cluster) halt(ctx context.Context, fast bool) error {
 	c.mu.Lock()
 	c.closed = true
-	started := c.started
-	c.mu.Unlock()
+	started, r := c.started, c.role
+	if s, ok := r.(*supervisor.Supervisor); ok {
+		c.mu.Unlock()
+		s.Stop(fast)
+	} else {
+		select {
+		case c.stop <- fast: // the worker takes it, or attach for the parent
+		default: // a stop request is already pending
+		}
+		c.mu.Unlock()
+	}
 	if !started {
 		return nil
-	}
-	select {
-	case c.stop <- stopReq{fast: fast}:
-	default: // a stop request is already pending
 	}
 	select {
 	case <-c.stopped:
@@ -203,55 +213,68 @@ func (c *Cluster) halt(ctx context.Context, fast bool) error {
 	}
 }
 
+// attach makes the running parent or worker reachable through c's methods;
+// the function it returns detaches it. A stop requested before the parent
+// ran is applied now.
+func (c *Cluster) attach(r role) (detach func()) {
+	c.mu.Lock()
+	c.role = r
+	s, parent := r.(*supervisor.Supervisor)
+	pending, fast := false, false
+	if parent {
+		select {
+		case fast = <-c.stop:
+			pending = true
+		default:
+		}
+	}
+	c.mu.Unlock()
+	if pending {
+		s.Stop(fast)
+	}
+	return func() {
+		c.mu.Lock()
+		c.role = nil
+		c.mu.Unlock()
+	}
+}
+
+func (c *Cluster) running() (role, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.role == nil {
+		return nil, ErrNotRunning
+	}
+	return c.role, nil
+}
+
+// parent returns the running supervisor, or why there is none.
+func (c *Cluster) parent() (*supervisor.Supervisor, error) {
+	if IsWorker() {
+		return nil, ErrNotParent
+	}
+	r, err := c.running()
+	if err != nil {
+		return nil, err
+	}
+	return r.(*supervisor.Supervisor), nil
+}
+
 // Reload starts a new generation of workers from the executable on disk,
 // waits until every new worker is ready, then drains the old generation. If
 // the new generation is not ready within Config.ReadyTimeout, or one of its
 // workers fails, it is stopped and the old generation keeps serving; Reload
-// then returns the cause. Reloads run one at a time; Reload waits for its
-// turn. It returns ctx.Err() if ctx ends first (the reload itself goes on),
-// and ErrNotParent in a worker.
+// then returns the cause. Reloads run one at a time: one requested while
+// another runs (or before the cluster is first ready) waits for it, and
+// every request made meanwhile joins that next one. Reload returns
+// ctx.Err() if ctx ends first (the reload itself goes on), and
+// ErrNotParent in a worker.
 func (c *Cluster) Reload(ctx context.Context) error {
 	s, err := c.parent()
 	if err != nil {
 		return err
 	}
-	return s.reload(ctx)
-}
-
-// attach makes the running parent or worker reachable through c's methods;
-// the function it returns detaches it.
-func (c *Cluster) attach(s *supervisor, wk *workerSide) (detach func()) {
-	c.mu.Lock()
-	c.sup, c.wk = s, wk
-	c.mu.Unlock()
-	return func() {
-		c.mu.Lock()
-		c.sup, c.wk = nil, nil
-		c.mu.Unlock()
-	}
-}
-
-// parent returns the running supervisor, or why there is none.
-func (c *Cluster) parent() (*supervisor, error) {
-	if IsWorker() {
-		return nil, ErrNotParent
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.sup == nil {
-		return nil, ErrNotRunning
-	}
-	return c.sup, nil
-}
-
-// running returns the running supervisor or worker.
-func (c *Cluster) running() (*supervisor, *workerSide, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.sup == nil && c.wk == nil {
-		return nil, nil, ErrNotRunning
-	}
-	return c.sup, c.wk, nil
+	return publicErr(s.Reload(ctx))
 }
 
 // Send sends data, and duplicates of files' descriptors, to another process
@@ -260,22 +283,19 @@ func (c *Cluster) running() (*supervisor, *workerSide, error) {
 // recipient arrive in order, to the recipient's Config.OnMessage. Send does
 // not wait for delivery: it fails with ErrNoWorker when the recipient is not
 // alive, ErrQueueFull when its queue is full, and ErrTooLarge for a payload
-// over Config.MaxMessageSize. While the parent's queue to a worker is full,
-// the parent holds back messages relayed to it, and their senders' Send
-// reports ErrQueueFull in turn; only a worker that reads nothing for a
-// second (a quarter of HeartbeatTimeout, if less) has messages relayed to it
-// dropped, which the parent logs, until it reads again. files may be
-// *os.File, *net.TCPConn, *net.TCPListener or any syscall.Conn; the caller
-// keeps its own copies.
+// over the channel's limit (the lower of the two sides' MaxMessageSize).
+// While the parent's queue to a worker is full, the parent holds back
+// messages relayed to it, and their senders' Send reports ErrQueueFull in
+// turn; only a worker that reads nothing for a second (a quarter of
+// HeartbeatTimeout, if less) has messages relayed to it dropped, which the
+// parent logs, until it reads again. files may be *os.File, *net.TCPConn,
+// *net.TCPListener or any syscall.Conn; the caller keeps its own copies.
 func (c *Cluster) Send(to int, data []byte, files ...syscall.Conn) error {
-	s, w, err := c.running()
+	r, err := c.running()
 	if err != nil {
 		return err
 	}
-	if w != nil {
-		return w.send(to, data, files)
-	}
-	return s.send(to, data, files)
+	return r.Send(to, data, files)
 }
 
 // SendJSON sends v, marshalled as JSON, as Send does.
@@ -291,16 +311,14 @@ func (c *Cluster) SendJSON(to int, v any) error {
 // the recipient's Config.OnRequest, or until ctx is done (then it returns
 // ctx.Err(); a late answer is dropped). The recipient's error comes back as
 // an error with its text, as does an answer the recipient could not send
-// (one larger than MaxMessageSize, say).
+// (one larger than the limit, say), a panic in its OnRequest, and its exit
+// before it answered: a Request never outlives its recipient.
 func (c *Cluster) Request(ctx context.Context, to int, data []byte) ([]byte, error) {
-	s, w, err := c.running()
+	r, err := c.running()
 	if err != nil {
 		return nil, err
 	}
-	if w != nil {
-		return w.request(ctx, to, data)
-	}
-	return s.request(ctx, to, data)
+	return r.Request(ctx, to, data)
 }
 
 // Workers returns a snapshot of the live workers, by id then generation.
@@ -310,7 +328,11 @@ func (c *Cluster) Workers() []WorkerInfo {
 	if err != nil {
 		return nil
 	}
-	return s.snapshot()
+	var infos []WorkerInfo
+	for _, in := range s.Workers() {
+		infos = append(infos, infoOf(in))
+	}
+	return infos
 }
 
 // Kill sends sig to the serving worker of slot id. A worker that dies of it
@@ -320,7 +342,7 @@ func (c *Cluster) Kill(id int, sig os.Signal) error {
 	if err != nil {
 		return err
 	}
-	return s.kill(id, sig)
+	return s.Kill(id, sig)
 }
 
 // Disconnect drains the serving worker of slot id (it stops accepting,
@@ -332,17 +354,19 @@ func (c *Cluster) Disconnect(id int) error {
 	if err != nil {
 		return err
 	}
-	return s.disconnect(id)
+	return s.Disconnect(id)
 }
 
 // SetWorkers changes the number of worker slots to n (at least 1): new
 // slots get a socket and a worker; removed slots (the highest ids) close
-// their socket and drain their worker. SIGTTIN and SIGTTOU do the same by
-// one. It fails during a reload.
+// their socket and drain their worker; slots emptied by Disconnect get a
+// worker again. SIGTTIN and SIGTTOU do the same by one. During a reload
+// (or before the cluster is first ready) the change waits for it, and
+// SetWorkers returns at once.
 func (c *Cluster) SetWorkers(n int) error {
 	s, err := c.parent()
 	if err != nil {
 		return err
 	}
-	return s.setWorkers(n)
+	return s.SetWorkers(n)
 }

@@ -1,0 +1,74 @@
+package supervisor
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/forkline/forkline/internal/msg"
+)
+
+// ErrClosed is what Run returns after Stop, and what calls on a stopped
+// supervisor return (package prefork exports it as ErrServerClosed).
+var ErrClosed = errors.New("prefork: cluster closed")
+
+// Config is what a supervisor runs with. Package prefork fills in the
+// defaults and checks the values; the supervisor takes them as they are.
+type Config struct {
+	Network, Addr string
+	Workers       int
+	Inherit       bool // one socket for every slot, not one SO_REUSEPORT socket each
+
+	StopTimeout       time.Duration
+	ReadyTimeout      time.Duration
+	HeartbeatTimeout  time.Duration // 0: no heartbeats
+	HeartbeatInterval time.Duration
+	MaxMemory         int64 // bytes; 0: no limit
+	MaxMessageSize    int
+
+	Logger    *slog.Logger
+	OnEvent   func(Event)
+	OnMessage func(msg.Message)
+	OnRequest func(msg.Message) ([]byte, error)
+
+	// WorkerProcs, when positive, is the GOMAXPROCS each forked worker
+	// runs with.
+	WorkerProcs int
+
+	// Starter starts the workers; nil forks this executable again.
+	Starter Starter
+	// Bind opens one listening socket and returns the parent's raw
+	// descriptor and the address it is bound to (port 0 resolved); nil
+	// binds for real (bind_unix.go).
+	Bind func(network, addr string, reusePort bool) (fd int, bound string, err error)
+	// MemoryOf reads a worker's resident memory in bytes; nil reads /proc.
+	MemoryOf func(pid int) (int64, error)
+}
+
+// Respawn backoff: the first replacement after a crash starts at once; each
+// further consecutive failure of the same slot waits 1.5 times longer, from
+// backoffMin up to backoffMax. A worker that stays ready for stableAfter
+// resets its slot's count.
+const (
+	backoffMin    = 100 * time.Millisecond
+	backoffMax    = 30 * time.Second
+	backoffFactor = 1.5
+	stableAfter   = 10 * time.Second
+)
+
+// killGrace is how long a worker that is told to go with SIGTERM (a missed
+// heartbeat) has before SIGKILL.
+const killGrace = time.Second
+
+// memoryCheckInterval is how often MaxMemory is checked; a slot whose fresh
+// worker is over the limit at once waits memoryBackoffMin, doubling up to
+// memoryBackoffMax, before it recycles again.
+const (
+	memoryCheckInterval = time.Second
+	memoryBackoffMin    = 10 * time.Second
+	memoryBackoffMax    = 10 * time.Minute
+)
+
+// maxRelayWait is how long, at most, a relay to a full queue waits for
+// room before it drops (see relaySend).
+const maxRelayWait = time.Second

@@ -1,0 +1,27 @@
+//go:build !unix
+
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+
+	"github.com/forkline/forkline/internal/wire"
+)
+
+var errUnsupported = fmt.Errorf("prefork: workers are not supported on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+
+func openChannel(int) (*wire.Conn, wire.Frame, error) { return nil, wire.Frame{}, errUnsupported }
+
+func listenerOf(int, wire.Listener) (*net.TCPListener, error) { return nil, errUnsupported }
+
+func answerBeats(int) func() { return func() {} }
+
+func acceptQueued(*net.TCPListener) (*net.TCPConn, error) { return nil, net.ErrClosed }
+
+func takeQueue(*net.TCPListener) []*net.TCPConn { return nil }
+
+func parentPID() int { return os.Getppid() }

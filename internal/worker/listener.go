@@ -1,0 +1,145 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/forkline/forkline/internal/wire"
+)
+
+// listener is the worker's *net.TCPListener, which says the worker is
+// ready on the first call to Accept or AcceptTCP, and counts connections
+// for MaxRequests when the server does not count requests. Every other
+// method is the TCPListener's own.
+type listener struct {
+	*net.TCPListener
+	wk       *Worker
+	once     sync.Once
+	draining atomic.Bool
+
+	mu   sync.Mutex
+	held []*net.TCPConn // the queue, taken at a last-copy drain, for Accept
+}
+
+// drain ends accepting without abandoning the accept queue: Accept returns
+// the connections already queued, then reports the listener closed.
+//
+// When this worker's copy of the socket is the last (a scale-down, a stop,
+// the parent's death), closing it resets whatever is still queued unless
+// net.ipv4.tcp_migrate_req=1, and until it is closed the kernel keeps
+// queueing new connections on it. So the queue is taken whole first, at
+// at once, and the socket stops listening right after (takeQueue): only a
+// connection that arrives in those microseconds is lost, where accepting
+// one at a time while the server answers the first ones (and their clients
+// come back) kept the socket listening for the whole drain. Otherwise (a reload, a recycle: the
+// parent and the successor hold the socket) Accept takes what is queued one
+// at a time and what is left stays for the successor.
+//
+// The deadline, or the close, wakes an Accept that is waiting; Go checks a
+// deadline before it tries accept(2), so the queue is taken with
+// non-blocking accepts of our own.
+func (l *listener) drain() {
+	if l.wk.lastCopy.Load() {
+		l.mu.Lock()
+		l.held = takeQueue(l.TCPListener)
+		l.mu.Unlock()
+	}
+	l.draining.Store(true)
+	l.SetDeadline(time.Now())
+}
+
+// next returns a connection of the drained queue, or net.ErrClosed.
+func (l *listener) next() (*net.TCPConn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.held) > 0 {
+		c := l.held[0]
+		l.held = l.held[1:]
+		return c, nil
+	}
+	if l.wk.lastCopy.Load() {
+		return nil, net.ErrClosed
+	}
+	return acceptQueued(l.TCPListener)
+}
+
+// Close closes the listener and what it took of the queue and nobody
+// accepted (a server that stopped calling Accept).
+func (l *listener) Close() error {
+	l.mu.Lock()
+	held := l.held
+	l.held = nil
+	l.mu.Unlock()
+	for _, c := range held {
+		c.Close()
+	}
+	return l.TCPListener.Close()
+}
+
+func (l *listener) ready() {
+	l.wk.conn.SendControl(&wire.Frame{Type: wire.TypeReady, From: uint32(l.wk.id), Payload: []byte(l.Addr().String())})
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err // not a typed nil
+	}
+	return c, nil
+}
+
+func (l *listener) AcceptTCP() (*net.TCPConn, error) {
+	l.once.Do(l.ready)
+	var c *net.TCPConn
+	var err error
+	if l.draining.Load() {
+		c, err = l.next()
+	} else if c, err = l.TCPListener.AcceptTCP(); err != nil && (l.draining.Load() || l.wk.lastCopy.Load()) {
+		c, err = l.next() // woken by the drain
+	}
+	if err == nil && l.wk.budget > 0 && !l.wk.perRequest.Load() {
+		l.wk.count()
+	}
+	return c, err
+}
+
+// count counts one request (Run) or connection (Serve) and asks the
+// parent for a replacement when the worker's budget is spent.
+func (wk *Worker) count() {
+	if wk.budget > 0 && wk.served.Add(1) == wk.budget {
+		wk.recycle.Do(func() {
+			wk.log.Info("MaxRequests reached, asking for a replacement", "served", wk.budget)
+			wk.conn.SendControl(&wire.Frame{Type: wire.TypeRecycle, From: uint32(wk.id)})
+		})
+	}
+}
+
+// workerKey is the context key of the running worker, for CountRequests.
+type workerKey struct{}
+
+// CountRequests returns the function a server calls once per request, or
+// nil when no budget applies. Once called, the listener stops counting
+// connections: requests are the better measure.
+func CountRequests(ctx context.Context) func() {
+	wk, _ := ctx.Value(workerKey{}).(*Worker)
+	if wk == nil || wk.budget == 0 {
+		return nil
+	}
+	wk.served.Store(0)
+	wk.perRequest.Store(true)
+	return wk.count
+}
+
+// Log returns the worker's logger (its records carry worker, pid and gen),
+// or nil outside a worker's serving function.
+func Log(ctx context.Context) *slog.Logger {
+	wk, _ := ctx.Value(workerKey{}).(*Worker)
+	if wk == nil {
+		return nil
+	}
+	return wk.log
+}
