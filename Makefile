@@ -33,13 +33,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=60s ./internal/wire/
 
 bench:
-	cd bench && ./run.sh
+	cd bench && $(GO) run ./http
 
 bench-ipc:
-	cd bench && ./ipc.sh
+	cd bench && $(GO) run ./ipc
 
 bench-reload:
-	cd bench && ./reload.sh
+	cd bench && $(GO) run ./reload
+
+# Chaos soak, 60 s (not part of make test): make soak SOAKFLAGS='-duration 15s -seed N'
+soak:
+	cd bench && $(GO) run ./soak $(SOAKFLAGS)
 
 clean:
 	rm -rf bin
