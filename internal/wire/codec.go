@@ -123,67 +123,81 @@ func (d *decoder) decode() (Frame, error) {
 		}
 		return Frame{}, noEOF(err)
 	}
-	h := d.buf[d.r : d.r+HeaderLen]
-	if h[offMagic] != magic {
-		return Frame{}, fmt.Errorf("%w: bad magic %#02x", ErrMalformed, h[offMagic])
-	}
-	if h[offVersion] != Version {
-		return Frame{}, fmt.Errorf("%w: bad version %d", ErrMalformed, h[offVersion])
-	}
-	if h[offType] == 0 {
-		return Frame{}, fmt.Errorf("%w: type 0", ErrMalformed)
-	}
-	nfds := int(h[offNFDs])
-	if nfds > MaxFDs {
-		return Frame{}, fmt.Errorf("%w: %d descriptors, max %d", ErrMalformed, nfds, MaxFDs)
-	}
-	n := binary.LittleEndian.Uint32(h[offLen:])
-	if uint64(n) > uint64(d.maxPayload) {
-		return Frame{}, fmt.Errorf("%w: payload %d bytes, max %d", ErrTooLarge, n, d.maxPayload)
-	}
-	// The descriptors arrive no later than the first byte of their frame,
-	// so they must be here by now.
-	if nfds > len(d.fds) {
-		return Frame{}, fmt.Errorf("%w: header names %d descriptors, %d received", ErrMalformed, nfds, len(d.fds))
-	}
-	f := Frame{
-		Type: Type(h[offType]),
-		From: binary.LittleEndian.Uint32(h[offFrom:]),
-		To:   binary.LittleEndian.Uint32(h[offTo:]),
-		ID:   binary.LittleEndian.Uint64(h[offID:]),
+	f, n, nfds, err := d.header()
+	if err != nil {
+		return Frame{}, err
 	}
 	d.r += HeaderLen
-
 	if n > 0 {
-		p := make([]byte, n)
-		got := copy(p, d.buf[d.r:d.w])
-		d.r += got
-		for got < len(p) {
-			rest := len(p) - got
-			if rest >= len(d.buf) {
-				// Large payload: read straight into it, never past it.
-				m, err := d.read(p[got:])
-				got += m
-				if err != nil && got < len(p) {
-					return Frame{}, noEOF(err)
-				}
-				continue
-			}
-			if err := d.fill(rest); err != nil {
-				return Frame{}, noEOF(err)
-			}
-			got += copy(p[got:], d.buf[d.r:d.r+rest])
-			d.r += rest
+		if f.Payload, err = d.payload(n); err != nil {
+			return Frame{}, err
 		}
-		f.Payload = p
 	}
-
 	if nfds > 0 {
 		f.FDs = make([]int, nfds)
 		copy(f.FDs, d.fds)
 		d.fds = d.fds[:copy(d.fds, d.fds[nfds:])]
 	}
 	return f, nil
+}
+
+// header checks the header at buf[r:] and returns its frame, payload
+// length and descriptor count; it allocates nothing.
+func (d *decoder) header() (f Frame, n, nfds int, err error) {
+	h := d.buf[d.r : d.r+HeaderLen]
+	switch {
+	case h[offMagic] != magic:
+		return f, 0, 0, fmt.Errorf("%w: bad magic %#02x", ErrMalformed, h[offMagic])
+	case h[offVersion] != Version:
+		return f, 0, 0, fmt.Errorf("%w: bad version %d", ErrMalformed, h[offVersion])
+	case h[offType] == 0:
+		return f, 0, 0, fmt.Errorf("%w: type 0", ErrMalformed)
+	}
+	nfds = int(h[offNFDs])
+	if nfds > MaxFDs {
+		return f, 0, 0, fmt.Errorf("%w: %d descriptors, max %d", ErrMalformed, nfds, MaxFDs)
+	}
+	length := binary.LittleEndian.Uint32(h[offLen:])
+	if uint64(length) > uint64(d.maxPayload) {
+		return f, 0, 0, fmt.Errorf("%w: payload %d bytes, max %d", ErrTooLarge, length, d.maxPayload)
+	}
+	// The descriptors arrive no later than the first byte of their frame,
+	// so they must be here by now.
+	if nfds > len(d.fds) {
+		return f, 0, 0, fmt.Errorf("%w: header names %d descriptors, %d received", ErrMalformed, nfds, len(d.fds))
+	}
+	f = Frame{
+		Type: Type(h[offType]),
+		From: binary.LittleEndian.Uint32(h[offFrom:]),
+		To:   binary.LittleEndian.Uint32(h[offTo:]),
+		ID:   binary.LittleEndian.Uint64(h[offID:]),
+	}
+	return f, int(length), nfds, nil
+}
+
+// payload reads the n payload bytes that follow the header.
+func (d *decoder) payload(n int) ([]byte, error) {
+	p := make([]byte, n)
+	got := copy(p, d.buf[d.r:d.w])
+	d.r += got
+	for got < len(p) {
+		rest := len(p) - got
+		if rest >= len(d.buf) {
+			// Large payload: read straight into it, never past it.
+			m, err := d.read(p[got:])
+			got += m
+			if err != nil && got < len(p) {
+				return nil, noEOF(err)
+			}
+			continue
+		}
+		if err := d.fill(rest); err != nil {
+			return nil, noEOF(err)
+		}
+		got += copy(p[got:], d.buf[d.r:d.r+rest])
+		d.r += rest
+	}
+	return p, nil
 }
 
 // fill makes sure buf[r:w] holds at least n bytes; n <= len(buf).
