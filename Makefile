@@ -12,7 +12,7 @@ build:
 
 # The README's test command; .ci/run runs the same.
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race ./...
 
 race: test
 

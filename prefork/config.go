@@ -67,7 +67,15 @@ func (m *Mode) UnmarshalText(text []byte) error {
 }
 
 // Config says how to run a cluster. The zero value is useful: every field
-// has a default, documented on the field.
+// has a default, documented on the field, for its zero value. Run refuses
+// a value it cannot run with (a negative count or duration, say) with an
+// error naming the field; no value is silently replaced.
+//
+// A reload starts the new binary's workers under the running parent: the
+// fields that shape a worker (MaxRequests, MaxRequestsJitter, the workers'
+// OnMessage, OnRequest and Logger, their MaxMessageSize, and the StopTimeout
+// of Run's drain) come from the new binary; the parent keeps its own values
+// of the others until it is restarted.
 type Config struct {
 	// Addr is the TCP address to serve on. Empty means ":$PORT" when the
 	// PORT environment variable is set, and DefaultAddr (":8080") otherwise.
@@ -108,9 +116,9 @@ type Config struct {
 	// replaced on its slot's socket. Zero (the default) turns them off.
 	HeartbeatTimeout time.Duration
 
-	// HeartbeatInterval is the probe period when HeartbeatTimeout is set.
-	// Zero means DefaultHeartbeatInterval, or HeartbeatTimeout/2 if that
-	// is shorter.
+	// HeartbeatInterval is the probe period when HeartbeatTimeout is set;
+	// it must be shorter than HeartbeatTimeout. Zero means
+	// DefaultHeartbeatInterval, or HeartbeatTimeout/2 if that is shorter.
 	HeartbeatInterval time.Duration
 
 	// MaxRequests, when positive, recycles a worker after it has served
@@ -122,37 +130,41 @@ type Config struct {
 	MaxRequestsJitter int
 
 	// MaxMemory, when positive, recycles a worker whose resident memory
-	// (RSS) exceeds it, in bytes; the parent checks every second. Linux
-	// only: elsewhere Serve logs that it is not enforced.
+	// (RSS) exceeds it, in bytes; the parent checks every second. A limit
+	// below what a fresh worker uses would recycle it for ever: the slot
+	// then waits 10 s, doubling up to 10 minutes, and the log says why.
+	// Linux only: elsewhere Serve logs that it is not enforced.
 	MaxMemory int64
 
 	// MaxMessageSize bounds one message's payload, in bytes. Zero means
-	// DefaultMaxMessageSize (1 MiB). A larger message is refused with
-	// ErrTooLarge; a worker that sends a larger frame anyway is broken and
-	// is replaced.
+	// DefaultMaxMessageSize (1 MiB). The limit of a worker's channel is
+	// the lower of the parent's and the worker's (which a reload may
+	// change); Send refuses a larger message with ErrTooLarge, and a worker
+	// that sends a larger frame anyway is broken and is replaced.
 	MaxMessageSize int
 
-	// OnEvent, if set, is called in the parent for every lifecycle event of
-	// every worker (fork, online, listening, disconnect, exit): in order for
-	// each worker, concurrently for different workers. It runs on that
-	// worker's own goroutines, never the supervisor's, so it may call the
-	// Cluster's methods; while it runs, that worker's next events and
-	// messages wait.
+	// OnEvent, if set, is called in the parent for every event: each
+	// worker's (fork, online, listening, disconnect, exit) and the
+	// cluster's (ready, reloading, reloaded, stopping). Events are
+	// delivered one at a time, in the order they happened, on a goroutine
+	// of their own, never the supervisor's: a callback may call the
+	// Cluster's methods (even Reload); while it runs, later events wait.
 	OnEvent func(Event)
 
 	// OnMessage, if set, is called for every message sent to this process
 	// (parent or worker) with Send, in order for each sender, from the
 	// goroutine that reads that sender's channel: while it runs, further
 	// messages from the same sender wait (and, past the queue's bound, the
-	// sender gets ErrQueueFull). Nil drops messages.
+	// sender gets ErrQueueFull); heartbeats do not. A panic in it is
+	// recovered and logged. Nil drops messages.
 	OnMessage func(Message)
 
 	// OnRequest, if set, answers requests sent to this process with
 	// Request; each runs in a goroutine of its own. The returned bytes, or
 	// the error's text, go back to the requester. Nil answers every
-	// request with an error. A reply that cannot be sent (larger than
-	// MaxMessageSize, or the queue to the requester is full) reaches the
-	// requester as an error that says why.
+	// request with an error. A reply that cannot be sent (over the limit,
+	// or the queue to the requester is full), and a panic in OnRequest,
+	// reach the requester as an error that says why.
 	OnRequest func(Message) ([]byte, error)
 
 	// Logger receives the cluster's log records, with the keys worker,

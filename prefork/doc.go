@@ -42,7 +42,16 @@
 // [*WorkerError] carrying the worker's own cause.
 //
 // Workers learn of the parent's death by EOF on their channel (and, on
-// Linux, by a parent-death SIGTERM) and exit within a second.
+// Linux, by a parent-death SIGTERM) and exit within a second. With
+// Config.HeartbeatTimeout set, a worker that stops answering the parent's
+// probes is replaced.
+//
+// # Events
+//
+// Config.OnEvent receives each worker's events (Node's fork, online,
+// listening, disconnect, exit) and the cluster's (ready, reloading,
+// reloaded, stopping), one at a time, in the order they happened, on a
+// goroutine of its own; a callback may call the Cluster's methods.
 //
 // # Signals
 //
@@ -51,9 +60,10 @@
 // stops at once, SIGTTIN and SIGTTOU add or remove a worker. Workers run in
 // process groups of their own, so that a signal to the parent's group (a ^C
 // at a terminal) reaches the parent only: the parent decides. Workers ignore
-// SIGINT, SIGHUP, SIGTTIN and SIGTTOU and drain on SIGTERM; a worker that
-// gets SIGTERM from anyone but the parent tells the parent so, which
-// replaces it and logs a stop rather than a crash.
+// SIGINT, SIGHUP, SIGTTIN and SIGTTOU. A worker that gets SIGTERM from
+// anyone but the parent tells the parent and serves on until the parent
+// drains it: once its replacement serves, or with the rest when the
+// cluster stops. A signal that arrives during a reload is applied after it.
 //
 // # Platforms
 //
@@ -71,7 +81,6 @@
 //
 // KillMode=mixed sends SIGTERM to the parent only and lets it drain its
 // workers; the default (control-group) sends SIGTERM to every process at
-// once, which also drains the workers, each on its own (a worker that is
-// done before the parent has its own SIGTERM is replaced, and the
-// replacement drained with the rest).
+// once, which drains the workers the same way, since each waits for the
+// parent's word.
 package prefork
