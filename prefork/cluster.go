@@ -102,10 +102,12 @@ type Cluster struct {
 	stop    chan bool     // Shutdown (false) and Close (true) to a running worker
 	stopped chan struct{} // closed when Serve returns
 
-	// Test hooks (export_test.go): the tests' own starter, and a parent
-	// that leaves GOMAXPROCS alone (tests run parents side by side).
+	// Test hooks (export_test.go): the tests' own starter, a parent
+	// that leaves GOMAXPROCS alone (tests run parents side by side), and
+	// variables for its workers' environment.
 	testStart     supervisor.Starter
 	testKeepProcs bool
+	testEnv       []string
 }
 
 func (c *Cluster) testStarter() supervisor.Starter { return c.testStart }

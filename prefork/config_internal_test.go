@@ -1,7 +1,9 @@
 package prefork
 
 import (
+	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,5 +59,64 @@ func TestDefaultGOMAXPROCS(t *testing.T) {
 	}
 	if c := (Config{}).normalized(); c.Workers != availableCPUs() || c.Workers < 1 {
 		t.Errorf("default Workers %d, want %d", c.Workers, availableCPUs())
+	}
+}
+
+// check refuses a value the cluster cannot run with, and names the field;
+// a value is never silently replaced by a default.
+//
+// 8b2b930 checked only Network, Mode, and (in one message) MaxRequests,
+// MaxRequestsJitter and MaxMemory: Workers -3 meant one worker per CPU, a
+// negative timeout the default.
+func TestConfigCheck(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg  Config
+		want string // "" for a valid config
+	}{
+		{Config{}, ""},
+		{Config{HeartbeatTimeout: 2 * time.Second}, ""},
+		{Config{HeartbeatTimeout: 2 * time.Second, HeartbeatInterval: 500 * time.Millisecond}, ""},
+		{Config{Workers: -3}, "prefork: Config.Workers is -3: it must not be negative"},
+		{Config{StopTimeout: -time.Second}, "prefork: Config.StopTimeout is -1s: it must not be negative"},
+		{Config{ReadyTimeout: -time.Millisecond}, "prefork: Config.ReadyTimeout is -1ms"},
+		{Config{HeartbeatTimeout: -time.Second}, "prefork: Config.HeartbeatTimeout is -1s"},
+		{Config{HeartbeatTimeout: time.Second, HeartbeatInterval: -time.Second}, "prefork: Config.HeartbeatInterval is -1s"},
+		{Config{MaxRequests: -1}, "prefork: Config.MaxRequests is -1"},
+		{Config{MaxRequestsJitter: -5}, "prefork: Config.MaxRequestsJitter is -5"},
+		{Config{MaxMemory: -1}, "prefork: Config.MaxMemory is -1"},
+		{Config{MaxMessageSize: -1}, "prefork: Config.MaxMessageSize is -1"},
+		{Config{HeartbeatTimeout: time.Second, HeartbeatInterval: time.Second}, "prefork: Config.HeartbeatInterval 1s is not shorter than HeartbeatTimeout 1s"},
+		{Config{HeartbeatTimeout: time.Second, HeartbeatInterval: 3 * time.Second}, "prefork: Config.HeartbeatInterval 3s is not shorter than HeartbeatTimeout 1s"},
+		{Config{HeartbeatInterval: time.Second}, "prefork: Config.HeartbeatInterval 1s is set but HeartbeatTimeout is not"},
+		{Config{Network: "udp"}, `prefork: Config.Network "udp"`},
+		{Config{Mode: Mode(7)}, "prefork: Config.Mode Mode(7)"},
+	} {
+		err := tc.cfg.check()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v refused: %v", tc.cfg, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// Run refuses a bad Config at once, before it binds or starts anything.
+func TestRunRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	c := New(Config{Addr: "127.0.0.1:0", Workers: -3})
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(http.NotFoundHandler()) }()
+	watchdog := time.NewTimer(10 * time.Second)
+	defer watchdog.Stop()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "Config.Workers is -3") {
+			t.Errorf("Run with Workers -3: %v, want an error naming Config.Workers", err)
+		}
+	case <-watchdog.C:
+		c.Close()
+		t.Fatal("Run with Workers -3 started a cluster")
 	}
 }

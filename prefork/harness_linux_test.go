@@ -2,15 +2,13 @@ package prefork_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,161 +16,316 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/forkline/forkline/prefork"
 )
 
-// logRecord is one JSON log line of a helper cluster.
-type logRecord struct {
-	Msg    string `json:"msg"`
-	Level  string `json:"level"`
-	Worker int    `json:"worker"`
-	PID    int    `json:"pid"`
-	Gen    int    `json:"gen"`
-	Addr   string `json:"addr"`
-	Mode   string `json:"mode"`
-	Err    string `json:"err"`
-	Status string `json:"status"`
+// A helper cluster is this test binary run as a helper program (see
+// registerHelper) whose parent is a prefork parent, in a process group of
+// its own. The test learns what happens in it from typed observations that
+// the helper's parent writes on a pipe, one JSON line each: every
+// prefork.Event (OnEvent), and what the helper reports of its own (the
+// result of a Cluster.Reload call, its goroutine count, Run's return). It
+// waits on them with a reader (feed_linux_test.go): readiness, reloads and
+// exits are events, never log lines. The cluster's stderr (the JSON logs of
+// the parent and of every worker) is kept too, shown when the test fails,
+// and read only by tests about a log line.
+//
+// The pipe. The test passes the pipe's write end to the helper as
+// descriptor obsFD, 9 (os/exec's ExtraFiles, with nil entries for 3 to 8,
+// which the helper gets closed), and names it in envObs. Not 3 or 4: those
+// are the numbers a forkline parent gives each worker for its channel and
+// its crash pipe (internal/wire/bootstrap.go), and a process that has the
+// worker variables reads them (one started by hand checks them, and takes
+// a pipe at 4 for its crash output). The helper's parent marks the pipe
+// close-on-exec first thing (openObserver), before it starts a worker:
+// os/exec clears that flag on what it passes, and a worker, or a process a
+// worker starts, that held the pipe would keep the test from seeing EOF
+// when the parent exits. Only the parent writes (prefork.IsWorker): in a
+// worker, descriptor 9 may be one of its own sockets.
+const (
+	envObs = "FORKLINE_TEST_OBS"
+	obsFD  = 9
+)
+
+// Kinds of observation.
+const (
+	kindEvent      = "event"       // a prefork.Event of the parent
+	kindStart      = "start"       // the helper's parent runs; PID is its own pid
+	kindRun        = "run"         // Run returned; Err is what it returned
+	kindReloadCall = "reload-call" // the helper calls Cluster.Reload (SIGUSR2)
+	kindReload     = "reload"      // a Cluster.Reload call returned Err
+	kindReport     = "report"      // on SIGUSR1: N goroutines, and Cluster.Workers
+)
+
+// An observation is one line on the observation pipe.
+type observation struct {
+	Kind string `json:"kind"`
+
+	// Kind "event": the prefork.Event, its Err as text.
+	Type     prefork.EventType `json:"type,omitempty"`
+	Worker   workerObs         `json:"worker,omitzero"`
+	Addr     string            `json:"addr,omitempty"`
+	ExitCode int               `json:"exit_code,omitempty"`
+	Signal   syscall.Signal    `json:"signal,omitempty"`
+	Asked    bool              `json:"asked,omitempty"`
+	Reason   string            `json:"reason,omitempty"`
+	Gen      int               `json:"gen,omitempty"`
+	Err      string            `json:"err,omitempty"` // also kindRun's and kindReload's result
+
+	PID     int         `json:"pid,omitempty"`     // kindStart
+	N       int         `json:"n,omitempty"`       // kindReport: runtime.NumGoroutine
+	Workers []workerObs `json:"workers,omitempty"` // kindReport: Cluster.Workers
 }
 
-// testCluster is a helper cluster running in its own process group: the
-// parent and its workers, all this test binary.
-type testCluster struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	records chan logRecord
+// workerObs is a prefork.WorkerInfo, its State as text.
+type workerObs struct {
+	ID, PID, Gen int
+	State        string
+	Restarts     int
+}
 
-	mu     sync.Mutex
-	lines  []string // everything the cluster wrote to stderr
-	stderr chan struct{}
+func workerObsOf(w prefork.WorkerInfo) workerObs {
+	return workerObs{ID: w.ID, PID: w.PID, Gen: w.Gen, State: w.State.String(), Restarts: w.Restarts}
+}
+
+func eventObs(ev prefork.Event) observation {
+	o := observation{Kind: kindEvent, Type: ev.Type, Addr: ev.Addr,
+		ExitCode: ev.ExitCode, Asked: ev.Asked, Reason: ev.Reason, Gen: ev.Gen, Err: errText(ev.Err)}
+	if ev.Worker.ID != 0 { // a worker's event, not the cluster's
+		o.Worker = workerObsOf(ev.Worker)
+	}
+	if sig, ok := ev.Signal.(syscall.Signal); ok {
+		o.Signal = sig
+	}
+	return o
+}
+
+// is reports whether o is an event of type t.
+func (o observation) is(t prefork.EventType) bool { return o.Kind == kindEvent && o.Type == t }
+
+// cleanExit reports whether an exit event says the process exited 0.
+func (o observation) cleanExit() bool { return o.ExitCode == 0 && o.Signal == 0 }
+
+func (o observation) String() string {
+	b, _ := json.Marshal(o)
+	return string(b)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// observer is the helper parent's end of the pipe. It is nil in a worker
+// and in a helper run without a pipe; a nil observer writes nothing.
+type observer struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+// openObserver takes the pipe; call it first thing in a helper, before the
+// cluster starts a worker.
+func openObserver() *observer {
+	if prefork.IsWorker() || os.Getenv(envObs) != strconv.Itoa(obsFD) {
+		return nil
+	}
+	syscall.CloseOnExec(obsFD)
+	o := &observer{enc: json.NewEncoder(os.NewFile(obsFD, "observations"))}
+	o.write(observation{Kind: kindStart, PID: os.Getpid()})
+	return o
+}
+
+// write writes one observation. A test that stopped reading does not stop
+// the helper: the write fails (EPIPE) and is forgotten.
+func (o *observer) write(ob observation) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.enc.Encode(ob)
+}
+
+func (o *observer) event(ev prefork.Event) { o.write(eventObs(ev)) }
+
+// helperSpec says how to start a helper cluster.
+type helperSpec struct {
+	helper string   // the helper program; "hello" if empty
+	env    []string // added to the test's environment
+	unset  []string // variables of the test's environment left out
+	wrap   []string // a command the helper runs under (unshare ...), if any
+}
+
+// testCluster is a running helper cluster.
+type testCluster struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	pid  int                // the helper parent: cmd's process, or its child under wrap
+	obs  *feed[observation] // from the pipe
+	logs *feed[string]      // stderr, line by line
+	r    *reader[observation]
+	lr   *reader[string]
 
 	exited  chan struct{}
 	exitErr error
 }
 
-// startCluster starts the "hello" helper with args. The cluster is killed
-// (by its process group) when the test ends, if it is still running.
+// startCluster starts the "hello" helper with args.
 func startCluster(t *testing.T, args ...string) *testCluster {
 	t.Helper()
-	return startHelper(t, []string{envHelper + "=hello"}, args...)
+	return startHelper(t, helperSpec{}, args...)
 }
 
-func startHelper(t *testing.T, env []string, args ...string) *testCluster {
+// startHelper starts a helper cluster. It is killed, with its process
+// group, when the test ends.
+func startHelper(t *testing.T, spec helperSpec, args ...string) *testCluster {
 	t.Helper()
-	r, w, err := os.Pipe()
+	if spec.helper == "" {
+		spec.helper = "hello"
+	}
+	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	obsR, obsW, err := os.Pipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
-	c := &testCluster{
-		t:       t,
-		cmd:     cmd,
-		records: make(chan logRecord, 1<<16),
-		stderr:  make(chan struct{}),
-		exited:  make(chan struct{}),
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() {
-		defer close(c.stderr)
-		defer close(c.records)
-		defer r.Close()
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			line := sc.Text()
-			c.mu.Lock()
-			c.lines = append(c.lines, line)
-			c.mu.Unlock()
-			var rec logRecord
-			if json.Unmarshal([]byte(line), &rec) == nil {
-				c.records <- rec
-			}
+	argv := append(append(slices.Clone(spec.wrap), exe), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); !slices.Contains(spec.unset, name) {
+			cmd.Env = append(cmd.Env, kv)
 		}
-	}()
+	}
+	cmd.Env = append(cmd.Env, append(spec.env, useHelper(spec.helper), envObs+"="+strconv.Itoa(obsFD))...)
+	cmd.Stderr = errW
+	cmd.ExtraFiles = make([]*os.File, obsFD-2) // 3 .. obsFD-1 closed
+	cmd.ExtraFiles[obsFD-3] = obsW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	obsW.Close()
+	errW.Close()
+	if err != nil {
+		obsR.Close()
+		errR.Close()
+		t.Fatal(err)
+	}
+	c := &testCluster{t: t, cmd: cmd, pid: cmd.Process.Pid, obs: newFeed[observation](), logs: newFeed[string](), exited: make(chan struct{})}
+	c.r, c.lr = c.obs.reader(), c.logs.reader()
+	go readLines(obsR, func(line string) {
+		var o observation
+		if err := json.Unmarshal([]byte(line), &o); err != nil {
+			o = observation{Kind: "malformed", Err: line}
+		}
+		c.obs.add(o)
+	}, c.obs.end)
+	go readLines(errR, c.logs.add, c.logs.end)
 	go func() {
 		c.exitErr = cmd.Wait()
 		close(c.exited)
 	}()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		for _, ch := range []chan struct{}{c.exited, c.stderr} {
-			select {
-			case <-ch:
-			case <-time.After(10 * time.Second):
-				t.Errorf("helper cluster %d did not go away", cmd.Process.Pid)
-				return
-			}
-		}
-		if t.Failed() {
-			t.Logf("cluster output:\n%s", c.output())
-		}
-	})
+	t.Cleanup(c.cleanup)
 	return c
 }
 
-func (c *testCluster) output() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.lines, "\n")
-}
-
-// next returns the next log record that match accepts, or false if none
-// comes within timeout. Unlike waitFor, a timeout is an answer here.
-func (c *testCluster) next(timeout time.Duration, match func(logRecord) bool) (logRecord, bool) {
-	c.t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		select {
-		case rec, ok := <-c.records:
-			if !ok {
-				c.t.Fatal("cluster output ended")
-			}
-			if match(rec) {
-				return rec, true
-			}
-		case <-deadline.C:
-			return logRecord{}, false
-		}
+// readLines hands each line of r to add, then closes r and calls end.
+func readLines(r io.ReadCloser, add func(string), end func()) {
+	defer end()
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 4<<20) // a log record may carry a stack
+	for sc.Scan() {
+		add(sc.Text())
 	}
 }
 
-// waitFor returns the first log record, from here on, that match accepts;
-// the test fails if none comes within timeout.
-func (c *testCluster) waitFor(timeout time.Duration, what string, match func(logRecord) bool) logRecord {
-	c.t.Helper()
-	rec, ok := c.next(timeout, match)
-	if !ok {
-		c.t.Fatalf("no %s within %v", what, timeout)
+// cleanup kills what is left of the cluster and waits for its output to
+// end; a failed test shows that output.
+func (c *testCluster) cleanup() {
+	syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	// The workers have process groups of their own: they go when their
+	// parent does, within a second, and their stderr with them.
+	if err := c.gone(10 * time.Second); err != nil {
+		c.t.Errorf("helper cluster %d did not go away: %v", c.pid, err)
 	}
-	return rec
+	if c.t.Failed() {
+		c.t.Logf("cluster output:\n%s", c.output())
+	}
 }
 
-// ready waits for the cluster to be ready and returns its address and the
-// pid of each worker by id.
+// gone waits until the parent has exited and both its pipes have ended.
+func (c *testCluster) gone(timeout time.Duration) error {
+	watchdog := time.NewTimer(timeout)
+	defer watchdog.Stop()
+	select {
+	case <-c.exited:
+	case <-watchdog.C:
+		return errors.New("the process is still running")
+	}
+	if err := c.obs.waitEnd(timeout); err != nil {
+		return fmt.Errorf("observations: %w", err)
+	}
+	if err := c.logs.waitEnd(timeout); err != nil {
+		return fmt.Errorf("stderr: %w", err)
+	}
+	return nil
+}
+
+// output is everything the cluster wrote to stderr.
+func (c *testCluster) output() string { return strings.Join(c.logs.all(), "\n") }
+
+// await returns the next observation that match accepts (see reader.await).
+func (c *testCluster) await(timeout time.Duration, what string, match func(observation) bool) observation {
+	c.t.Helper()
+	return c.r.await(c.t, timeout, what, match)
+}
+
+// awaitEvent returns the next event of type typ that match (if not nil)
+// accepts.
+func (c *testCluster) awaitEvent(timeout time.Duration, what string, typ prefork.EventType, match func(observation) bool) observation {
+	c.t.Helper()
+	return c.await(timeout, what, func(o observation) bool { return o.is(typ) && (match == nil || match(o)) })
+}
+
+// awaitKind returns the next observation of the helper's own kind.
+func (c *testCluster) awaitKind(timeout time.Duration, kind string) observation {
+	c.t.Helper()
+	return c.await(timeout, kind+" observation", func(o observation) bool { return o.Kind == kind })
+}
+
+// ready waits for the cluster's EventReady and returns its address and the
+// pid of each worker that served by then, by id.
 func (c *testCluster) ready() (addr string, pids map[int]int) {
 	c.t.Helper()
 	pids = make(map[int]int)
-	for {
-		rec := c.waitFor(10*time.Second, "cluster ready", func(r logRecord) bool {
-			return r.Msg == "listening" && r.Worker > 0 || r.Msg == "cluster ready"
-		})
-		if rec.Msg == "cluster ready" {
-			return rec.Addr, pids
+	o := c.await(20*time.Second, "the cluster ready", func(o observation) bool {
+		if o.is(prefork.EventListening) {
+			pids[o.Worker.ID] = o.Worker.PID
 		}
-		pids[rec.Worker] = rec.PID
-	}
+		return o.is(prefork.EventReady)
+	})
+	return o.Addr, pids
+}
+
+// report asks the helper's parent for its goroutine count and workers.
+func (c *testCluster) report() observation {
+	c.t.Helper()
+	c.signal(syscall.SIGUSR1)
+	return c.awaitKind(10*time.Second, kindReport)
 }
 
 // signal sends sig to the parent.
 func (c *testCluster) signal(sig syscall.Signal) {
 	c.t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
-		c.t.Fatal(err)
+	if err := syscall.Kill(c.pid, sig); err != nil {
+		c.t.Fatalf("kill -%v %d: %v", sig, c.pid, err)
 	}
 }
 
@@ -186,12 +339,15 @@ func (c *testCluster) stopAndCheck() {
 	}
 }
 
-// wait waits for the parent to exit and returns its exit code.
+// wait waits for the process the test started to exit and returns its exit
+// code.
 func (c *testCluster) wait(timeout time.Duration) int {
 	c.t.Helper()
+	watchdog := time.NewTimer(timeout)
+	defer watchdog.Stop()
 	select {
 	case <-c.exited:
-	case <-time.After(timeout):
+	case <-watchdog.C:
 		c.t.Fatalf("parent still running after %v", timeout)
 	}
 	var ee *exec.ExitError
@@ -204,185 +360,56 @@ func (c *testCluster) wait(timeout time.Duration) int {
 	return 0
 }
 
-// groupGone reports whether no process of the cluster's group is left.
-func (c *testCluster) groupGone() bool {
-	return errors.Is(syscall.Kill(-c.cmd.Process.Pid, 0), syscall.ESRCH)
+// waitGone waits for the parent's exit and the end of its output (every
+// worker holds its stderr), and checks that no process of its group is left.
+func (c *testCluster) waitGone(timeout time.Duration) {
+	c.t.Helper()
+	if err := c.gone(timeout); err != nil {
+		c.t.Fatal(err)
+	}
+	if !errors.Is(syscall.Kill(-c.cmd.Process.Pid, 0), syscall.ESRCH) {
+		c.t.Error("processes left in the cluster's process group after it exited")
+	}
 }
 
-// hello is a parsed answer of the hello helper.
-type hello struct{ worker, pid, gen int }
+// A logRecord is one JSON log line of a helper cluster (slog's JSON
+// handler), for the tests about a log line.
+type logRecord map[string]any
 
-// get sends one request on a fresh connection and parses the answer.
-func get(addr, path string, timeout time.Duration) (hello, error) {
-	var h hello
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return h, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n", path); err != nil {
-		return h, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return h, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return h, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return h, fmt.Errorf("status %s: %s", resp.Status, body)
-	}
-	return parseHello(string(body))
+func (r logRecord) str(key string) string {
+	s, _ := r[key].(string)
+	return s
 }
 
-func parseHello(body string) (hello, error) {
-	var h hello
-	i := strings.Index(body, "from ")
-	if i < 0 {
-		return h, fmt.Errorf("unexpected body %q", body)
-	}
-	if _, err := fmt.Sscanf(body[i:], "from worker=%d pid=%d gen=%d", &h.worker, &h.pid, &h.gen); err != nil {
-		return h, fmt.Errorf("unexpected body %q: %v", body, err)
-	}
-	return h, nil
+func (r logRecord) num(key string) int {
+	f, _ := r[key].(float64)
+	return int(f)
 }
 
-// listenQueues returns the accept-queue length of every listening TCP socket
-// on port, from /proc/net/tcp{,6}: the kernel's own count.
-func listenQueues(t *testing.T, port int) []int {
-	t.Helper()
-	var queues []int
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		for _, f := range procNetTCP(t, file) {
-			if f.state == 0x0A && f.localPort == port {
-				queues = append(queues, f.rxQueue)
-			}
+// awaitLog returns the next JSON log record that match accepts.
+func (c *testCluster) awaitLog(timeout time.Duration, what string, match func(logRecord) bool) logRecord {
+	c.t.Helper()
+	var rec logRecord
+	c.lr.await(c.t, timeout, what+" log record", func(line string) bool {
+		rec = nil
+		return json.Unmarshal([]byte(line), &rec) == nil && match(rec)
+	})
+	return rec
+}
+
+// logged returns every JSON log record so far that match accepts.
+func (c *testCluster) logged(match func(logRecord) bool) []logRecord {
+	return parseLog(c.logs.all(), match)
+}
+
+// parseLog returns the JSON log records among lines that match accepts.
+func parseLog(lines []string, match func(logRecord) bool) []logRecord {
+	var recs []logRecord
+	for _, line := range lines {
+		var rec logRecord
+		if json.Unmarshal([]byte(line), &rec) == nil && match(rec) {
+			recs = append(recs, rec)
 		}
 	}
-	return queues
-}
-
-// connectionsHeldBy counts the accepted TCP connections on local port (in
-// any state but LISTEN) that process pid holds open.
-func connectionsHeldBy(t *testing.T, pid, port int) int {
-	t.Helper()
-	inodes := make(map[string]bool)
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		for _, f := range procNetTCP(t, file) {
-			if f.state != 0x0A && f.localPort == port {
-				inodes[f.inode] = true
-			}
-		}
-	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range ents {
-		link, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil {
-			continue
-		}
-		if strings.HasPrefix(link, "socket:[") && inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] {
-			n++
-		}
-	}
-	return n
-}
-
-type procTCP struct {
-	localPort int
-	state     int
-	rxQueue   int
-	inode     string
-}
-
-func procNetTCP(t *testing.T, file string) []procTCP {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		t.Fatal(err)
-	}
-	var out []procTCP
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		local := f[1]
-		port, _ := strconv.ParseInt(local[strings.LastIndex(local, ":")+1:], 16, 32)
-		state, _ := strconv.ParseInt(f[3], 16, 32)
-		queues := strings.Split(f[4], ":")
-		rx, _ := strconv.ParseInt(queues[1], 16, 64)
-		out = append(out, procTCP{localPort: int(port), state: int(state), rxQueue: int(rx), inode: f[9]})
-	}
-	return out
-}
-
-// waitProcessGone waits, by pidfd, until the process pid is gone (exited,
-// reaped or not), and reports whether it went within timeout.
-func waitProcessGone(t *testing.T, pid int, timeout time.Duration) bool {
-	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return true
-	}
-	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", pid, err)
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(timeout)
-	for {
-		ms := int(time.Until(deadline).Milliseconds())
-		if ms <= 0 {
-			return false
-		}
-		n, err := unix.Poll(fds, ms)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n > 0
-	}
-}
-
-func portOf(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(p)
-	return port
-}
-
-// lockedBuffer is a bytes.Buffer for concurrent writers: a parent's log,
-// kept to look for a line.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return recs
 }

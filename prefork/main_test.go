@@ -1,27 +1,52 @@
 package prefork_test
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/forkline/forkline/prefork"
 )
 
 // The test binary is its own child: with FORKLINE_TEST_HELPER set it runs
-// the named helper program instead of the tests. The helper's parent and its
-// workers are all this binary; prefork tells them apart.
+// the named helper program instead of the tests. A helper cluster's parent
+// and its workers are all this binary; prefork tells them apart.
 const envHelper = "FORKLINE_TEST_HELPER"
+
+// helpers are the helper programs, by name (registerHelper); helpersUsed,
+// those a test has started in this run.
+var (
+	helpers     = map[string]func(args []string) int{}
+	helpersMu   sync.Mutex
+	helpersUsed = map[string]bool{}
+)
+
+// registerHelper makes fn the helper program name. It is called from init
+// functions; a name registered twice is a mistake.
+func registerHelper(name string, fn func(args []string) int) {
+	if _, dup := helpers[name]; dup {
+		panic("prefork_test: helper " + name + " registered twice")
+	}
+	helpers[name] = fn
+}
+
+// useHelper records that a test runs helper name (a test that skips before
+// starting it counts as using it) and returns the environment entry that
+// selects it.
+func useHelper(name string) string {
+	if _, ok := helpers[name]; !ok {
+		panic("prefork_test: no helper " + name)
+	}
+	helpersMu.Lock()
+	helpersUsed[name] = true
+	helpersMu.Unlock()
+	return envHelper + "=" + name
+}
 
 func TestMain(m *testing.M) {
 	if name := os.Getenv(envHelper); name != "" {
@@ -32,66 +57,51 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(helper(os.Args[1:]))
 	}
-	// A race-enabled process sleeps 1 s in os.Exit by default; workers
-	// exit often here.
+	// A race-enabled process sleeps 1 s in os.Exit by default: every
+	// drained worker would spend it as a process that no longer serves.
 	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	goleak.VerifyTestMain(m)
-}
-
-var helpers = map[string]func(args []string) int{
-	"hello": helloMain,
-}
-
-// helloMain is examples/hello with JSON logs at debug level, for tests to
-// read: the parent's records and the workers' share the stderr pipe.
-func helloMain(args []string) int {
-	var cfg prefork.Config
-	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:0", "")
-	fs.IntVar(&cfg.Workers, "workers", 2, "")
-	fs.TextVar(&cfg.Mode, "mode", prefork.ModeAuto, "")
-	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", 10*time.Second, "")
-	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 0, "")
-	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 0, "")
-	fs.IntVar(&cfg.MaxRequests, "max-requests", 0, "")
-	fs.IntVar(&cfg.MaxRequestsJitter, "max-requests-jitter", 0, "")
-	fs.Int64Var(&cfg.MaxMemory, "max-memory", 0, "")
-	failStart := fs.Bool("fail-start", false, "every worker fails before serving")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	flag.Parse()
+	if !flagSet("test.parallel") {
+		// Most tests here wait (for processes to start, for a pause, a
+		// timeout, a slow handler) rather than compute: -parallel's
+		// default, GOMAXPROCS, would leave the CPUs idle while two of them
+		// wait. An explicit -parallel wins.
+		flag.Set("test.parallel", strconv.Itoa(max(4, runtime.GOMAXPROCS(0))))
 	}
-	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "Hello from worker=%d pid=%d gen=%d\n", prefork.WorkerID(), os.Getpid(), prefork.Generation())
-	})
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
-		// Send the headers first: the client learns the request is in
-		// flight here before the slow part starts.
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		select { // the slow work itself
-		case <-time.After(d):
-		case <-r.Context().Done():
-			return
+	code := m.Run()
+	if code == 0 && wholeSuite() {
+		// As os/exec's tests do: a helper no test starts is dead code.
+		for name := range helpers {
+			if !helpersUsed[name] {
+				fmt.Fprintf(os.Stderr, "helper %q was not used by any test; remove it\n", name)
+				code = 1
+			}
 		}
-		fmt.Fprintf(w, "Slow hello from worker=%d pid=%d gen=%d\n", prefork.WorkerID(), os.Getpid(), prefork.Generation())
-	})
+	}
+	if code == 0 {
+		// goleak.VerifyTestMain would exit by itself, before the check above.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left after the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
-	c := prefork.New(cfg)
-	var err error
-	if *failStart {
-		err = c.Serve(func(ctx context.Context, ln net.Listener) error {
-			return errors.New("cannot open /nonexistent/config.toml: no such file or directory")
-		})
-	} else {
-		err = c.Run(mux)
+// wholeSuite reports whether this run ran every test: no -run, -skip or
+// -list filter.
+func wholeSuite() bool {
+	for _, name := range []string{"test.run", "test.skip", "test.list"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return false
+		}
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hello:", err)
-		return 1
-	}
-	return 0
+	return true
+}
+
+// flagSet reports whether flag name was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -1,346 +1,28 @@
 package prefork_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/forkline/forkline/prefork"
 )
 
-// These tests run the parent in the test process itself, so that they can
-// use its API (Send, Request, Workers, OnEvent) directly; the workers are
-// this test binary running the "messenger" helper. The parent asks a worker
-// to act with a request whose payload is a command.
-func init() { helpers["messenger"] = messengerMain }
-
-// command is what the parent asks a messenger worker to do.
-type command struct {
-	Op   string `json:"op"`
-	To   int    `json:"to"`
-	N    int    `json:"n"`
-	Data string `json:"data"`
-}
-
-// messengerMain is a worker (only ever started by an in-test parent) that
-// serves HTTP, answers commands, and reports every message it receives to
-// the parent as "recv <self> from <sender> <data>".
-func messengerMain([]string) int {
-	var c *prefork.Cluster
-	block := make(chan struct{})
-	cfg := prefork.Config{
-		Addr:   "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		OnMessage: func(m prefork.Message) {
-			for _, f := range m.Files {
-				f.Close()
-			}
-			if len(m.Data) >= bulkSize {
-				bulk.count(m.Data)
-				return
-			}
-			if d, ok := strings.CutPrefix(string(m.Data), "pause "); ok {
-				pause, _ := time.ParseDuration(d)
-				<-time.After(pause) // a slow reader: the channel is not read meanwhile
-				return
-			}
-			if string(m.Data) == "block" {
-				select { // stop reading the channel for 2 s
-				case <-block:
-				case <-time.After(2 * time.Second):
-				}
-				return
-			}
-			c.Send(prefork.Parent, fmt.Appendf(nil, "recv %d from %d %s", prefork.WorkerID(), m.From, m.Data))
-		},
-		OnRequest: func(m prefork.Message) ([]byte, error) {
-			var cmd command
-			if err := m.Decode(&cmd); err != nil {
-				return m.Data, nil // not a command: echo
-			}
-			return runCommand(c, cmd)
-		},
-	}
-	c = prefork.New(cfg)
-	err := c.Run(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "Hello from worker=%d pid=%d gen=%d\n", prefork.WorkerID(), os.Getpid(), prefork.Generation())
-	}))
-	close(block)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "messenger:", err)
-		return 1
-	}
-	return 0
-}
-
-// bulkSize is the size of a bulk message: one numbered in its first 8
-// bytes, which the messenger counts rather than reports.
-const bulkSize = 64 << 10
-
-// bulkCounter counts the bulk messages a messenger received, and notes a
-// gap or a message out of order. It is used by the reader goroutine only;
-// the "bulkcount" command reads it.
-type bulkCounter struct {
-	next     atomic.Uint64
-	disorder atomic.Bool
-}
-
-var bulk bulkCounter
-
-func (b *bulkCounter) count(data []byte) {
-	if binary.LittleEndian.Uint64(data) != b.next.Load() {
-		b.disorder.Store(true)
-	}
-	b.next.Add(1)
-}
-
-func runCommand(c *prefork.Cluster, cmd command) ([]byte, error) {
-	switch cmd.Op {
-	case "bulk":
-		// cmd.N numbered bulk messages to cmd.To, as fast as the queue
-		// takes them: "sent <n> full <how often Send said ErrQueueFull>".
-		buf := make([]byte, bulkSize)
-		full := 0
-		deadline := time.Now().Add(30 * time.Second)
-		for i := 0; i < cmd.N; {
-			binary.LittleEndian.PutUint64(buf, uint64(i))
-			err := c.Send(cmd.To, buf)
-			if errors.Is(err, prefork.ErrQueueFull) {
-				full++
-				if time.Now().After(deadline) {
-					return nil, fmt.Errorf("bulk: queue still full after 30 s, %d sent", i)
-				}
-				runtime.Gosched() // back-pressure: let the writer drain the queue
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			i++
-		}
-		return fmt.Appendf(nil, "sent %d full %d", cmd.N, full), nil
-	case "bulkcount":
-		return fmt.Appendf(nil, "%d %v", bulk.next.Load(), !bulk.disorder.Load()), nil
-	case "echo":
-		return []byte(cmd.Data), nil
-	case "send":
-		return nil, c.Send(cmd.To, []byte(cmd.Data))
-	case "seq":
-		// n numbered messages, as fast as the queue takes them.
-		var buf [8]byte
-		for i := 0; i < cmd.N; {
-			binary.LittleEndian.PutUint64(buf[:], uint64(i))
-			err := c.Send(cmd.To, buf[:])
-			if errors.Is(err, prefork.ErrQueueFull) {
-				runtime.Gosched() // back-pressure: let the writer drain the queue
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			i++
-		}
-		return []byte("sent"), nil
-	case "request":
-		data := []byte(cmd.Data)
-		if cmd.N > 0 {
-			data = bytes.Repeat([]byte("x"), cmd.N)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return c.Request(ctx, cmd.To, data)
-	case "big":
-		return bytes.Repeat([]byte("x"), cmd.N), nil
-	case "sendfile":
-		// Send a pipe's write end; whoever gets it writes into it.
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		defer r.Close()
-		err = c.Send(cmd.To, []byte("file"), w)
-		w.Close()
-		if err != nil {
-			return nil, err
-		}
-		r.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got, err := io.ReadAll(r)
-		return got, err
-	case "sleep":
-		d, _ := time.ParseDuration(cmd.Data)
-		<-time.After(d) // the slow work a request timeout is tested against
-		return []byte("slept"), nil
-	case "garbage", "forge", "unknown":
-		// Write to the channel socket behind forkline's back.
-		fd := channelFD()
-		if fd < 0 {
-			return nil, errors.New("no channel socket found")
-		}
-		b := []byte("GARBAGE GARBAGE GARBAGE GARBAGE")
-		switch cmd.Op {
-		case "forge":
-			// A well-formed frame of a type only the parent may send.
-			b = make([]byte, 24)
-			b[0], b[1], b[2] = 0xF1, 1, 4 // magic, version, TypeDrain
-		case "unknown":
-			// A control frame of a type a later version might define.
-			b = make([]byte, 24)
-			b[0], b[1], b[2] = 0xF1, 1, 40
-		}
-		_, err := unix.Write(fd, b)
-		return []byte("written"), err
-	}
-	return nil, fmt.Errorf("unknown op %q", cmd.Op)
-}
-
-// channelFD finds this worker's channel: its one unix stream socket.
-func channelFD() int {
-	for fd := 3; fd < 256; fd++ {
-		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err != nil || typ != unix.SOCK_STREAM {
-			continue
-		}
-		if sa, err := unix.Getsockname(fd); err == nil {
-			if _, ok := sa.(*unix.SockaddrUnix); ok {
-				return fd
-			}
-		}
-	}
-	return -1
-}
-
-// inProcess is a cluster whose parent is the test process.
-type inProcess struct {
-	t      *testing.T
-	c      *prefork.Cluster
-	done   chan error
-	events chan prefork.Event
-	msgs   chan prefork.Message
-	logs   lockedBuffer // the parent's log
-
-	stopOnce sync.Once
-}
-
-// startInProcess runs a parent here with n messenger workers and waits
-// until they are all listening. onMessage, if set, replaces the default
-// (collecting messages on ip.msgs).
-func startInProcess(t *testing.T, n int, onMessage func(prefork.Message)) *inProcess {
-	t.Helper()
-	t.Setenv(envHelper, "messenger")
-	ip := &inProcess{
-		t:      t,
-		done:   make(chan error, 1),
-		events: make(chan prefork.Event, 1024),
-		msgs:   make(chan prefork.Message, 1<<16),
-	}
-	if onMessage == nil {
-		onMessage = func(m prefork.Message) { ip.msgs <- m }
-	}
-	var logOut io.Writer = &ip.logs
-	if testing.Verbose() {
-		logOut = io.MultiWriter(&ip.logs, os.Stderr)
-	}
-	ip.c = prefork.New(prefork.Config{
-		Addr:        "127.0.0.1:0",
-		Workers:     n,
-		StopTimeout: 5 * time.Second,
-		Logger:      slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		OnEvent: func(ev prefork.Event) {
-			if ev.Type == prefork.EventFork || ev.Type == prefork.EventExit {
-				ip.c.Workers() // an OnEvent may call the cluster: no deadlock
-			}
-			ip.events <- ev
-		},
-		OnMessage: onMessage,
-		OnRequest: func(m prefork.Message) ([]byte, error) {
-			return append([]byte("parent got "), m.Data...), nil
-		},
-	})
-	go func() { ip.done <- ip.c.Serve(nil) }()
-	t.Cleanup(ip.stop)
-	listening := make(map[int]bool)
-	for len(listening) < n {
-		ev := ip.event(10*time.Second, "listening", func(ev prefork.Event) bool { return ev.Type == prefork.EventListening })
-		listening[ev.Worker.ID] = true
-	}
-	return ip
-}
-
-func (ip *inProcess) stop() { ip.stopOnce.Do(ip.shutdown) }
-
-func (ip *inProcess) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := ip.c.Shutdown(ctx); err != nil {
-		ip.t.Errorf("shutdown: %v", err)
-	}
-	select {
-	case err := <-ip.done:
-		if !errors.Is(err, prefork.ErrServerClosed) {
-			ip.t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	case <-ctx.Done():
-		ip.t.Error("Serve did not return")
-	}
-}
-
-// event returns the next event that match accepts.
-func (ip *inProcess) event(timeout time.Duration, what string, match func(prefork.Event) bool) prefork.Event {
-	ip.t.Helper()
-	return next(ip.t, ip.events, timeout, what+" event", match)
-}
-
-// message returns the next message that match accepts.
-func (ip *inProcess) message(timeout time.Duration, what string, match func(prefork.Message) bool) prefork.Message {
-	ip.t.Helper()
-	return next(ip.t, ip.msgs, timeout, what+" message", match)
-}
-
-// next returns the next value from ch that match accepts; the test fails
-// if none comes within timeout.
-func next[T any](t *testing.T, ch <-chan T, timeout time.Duration, what string, match func(T) bool) T {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case v := <-ch:
-			if match(v) {
-				return v
-			}
-		case <-deadline:
-			t.Fatalf("no %s within %v", what, timeout)
-		}
-	}
-}
-
-// command asks worker id to run cmd and returns its answer.
-func (ip *inProcess) command(id int, cmd command) ([]byte, error) {
-	data, _ := json.Marshal(cmd)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	return ip.c.Request(ctx, id, data)
-}
+// Messaging between the parent and its workers, on in-process clusters
+// (inprocess_linux_test.go).
 
 // Every worker sends 20,000 numbered messages to the parent at once: each
 // worker's messages arrive complete and in order.
 func TestMessageOrdering(t *testing.T) {
+	t.Parallel()
 	const n = 20000
 	var mu sync.Mutex
 	next := make(map[int]uint64)
@@ -370,9 +52,11 @@ func TestMessageOrdering(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	watchdog := time.NewTimer(20 * time.Second)
+	defer watchdog.Stop()
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
+	case <-watchdog.C:
 		mu.Lock()
 		t.Fatalf("messages missing: got %v of %d each", next, n)
 	}
@@ -387,12 +71,12 @@ func TestMessageOrdering(t *testing.T) {
 // worker's broadcast skips itself, and worker-to-worker messages and
 // requests go through the parent.
 func TestRelayAndBroadcast(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 3, nil)
-	report := func(m prefork.Message) string { return string(m.Data) }
 	collect := func(k int) map[string]int {
 		got := make(map[string]int)
 		for range k {
-			got[report(ip.message(10*time.Second, "report", func(prefork.Message) bool { return true }))]++
+			got[string(ip.message(10*time.Second, "report", func(prefork.Message) bool { return true }).Data)]++
 		}
 		return got
 	}
@@ -427,10 +111,8 @@ func TestRelayAndBroadcast(t *testing.T) {
 	if got, err := ip.command(1, command{Op: "request", To: prefork.Parent, Data: "hi"}); err != nil || string(got) != "parent got hi" {
 		t.Errorf("worker-to-parent request: %q, %v", got, err)
 	}
-	select {
-	case m := <-ip.msgs:
-		t.Errorf("unexpected extra message %q", m.Data)
-	default:
+	if extra, _, _ := ip.msgs.since(ip.mr.next); len(extra) > 0 {
+		t.Errorf("unexpected extra message %q", extra[0].Data)
 	}
 }
 
@@ -449,6 +131,7 @@ func equalCounts(a, b map[string]int) bool {
 // A message to a worker that is not alive is an error, from the parent and
 // from a worker; so is a request to it.
 func TestMessageToDeadWorker(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 2, nil)
 	if err := ip.c.Send(7, []byte("x")); !errors.Is(err, prefork.ErrNoWorker) {
 		t.Errorf("Send to unknown worker: %v, want ErrNoWorker", err)
@@ -462,8 +145,8 @@ func TestMessageToDeadWorker(t *testing.T) {
 	ev := ip.event(10*time.Second, "exit of worker 2", func(ev prefork.Event) bool {
 		return ev.Type == prefork.EventExit && ev.Worker.ID == 2
 	})
-	if !ev.Asked || ev.Err != nil {
-		t.Errorf("exit after Disconnect: asked %v, err %v", ev.Asked, ev.Err)
+	if !ev.Asked || ev.Err != nil || ev.Reason != "disconnect" {
+		t.Errorf("exit after Disconnect: asked %v, reason %q, err %v", ev.Asked, ev.Reason, ev.Err)
 	}
 	if err := ip.c.Send(2, []byte("x")); !errors.Is(err, prefork.ErrNoWorker) {
 		t.Errorf("Send to disconnected worker: %v, want ErrNoWorker", err)
@@ -478,9 +161,37 @@ func TestMessageToDeadWorker(t *testing.T) {
 	}
 }
 
+// A Request whose recipient dies before it answers returns at once, with
+// an error that says so: from the parent to a worker, and from a worker to
+// another through the parent's relay. The requester lives on.
+//
+// 8b2b930 left both waiting until their context ended.
+func TestRequestToExitingWorker(t *testing.T) {
+	t.Parallel()
+	ip := startInProcess(t, 3, nil)
+	die, _ := json.Marshal(command{Op: "die"})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := ip.c.Request(ctx, 2, die)
+	t.Logf("the parent's request to a dying worker returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if !errors.Is(err, prefork.ErrNoWorker) || !strings.Contains(err.Error(), "worker 2 exited before it answered") {
+		t.Errorf("parent's request to a worker that died: %v, want ErrNoWorker saying worker 2 exited before it answered", err)
+	}
+	// Worker 1's request to worker 3 is relayed; worker 1 waits 5 s at most.
+	start = time.Now()
+	_, err = ip.command(1, command{Op: "request", To: 3, Data: string(die)})
+	t.Logf("worker 1's request to a dying worker returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil || !strings.Contains(err.Error(), "worker 3 exited before it answered") {
+		t.Errorf("relayed request to a worker that died: %v, want an error saying worker 3 exited before it answered", err)
+	}
+	ip.echo(1)
+}
+
 // A worker hands the parent a pipe's write end; what the parent writes
 // into it comes out of the worker's read end.
 func TestDescriptorPassing(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 1, func(m prefork.Message) {
 		for _, f := range m.Files {
 			f.WriteString("written by the parent")
@@ -498,6 +209,7 @@ func TestDescriptorPassing(t *testing.T) {
 
 // A request whose answer is late returns ctx's error.
 func TestRequestTimeout(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 1, nil)
 	data, _ := json.Marshal(command{Op: "sleep", Data: "1s"})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -511,6 +223,7 @@ func TestRequestTimeout(t *testing.T) {
 // error that says so at once rather than waiting for its deadline. Both
 // ways: a worker's reply to the parent, and the parent's reply to a worker.
 func TestReplyTooLarge(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 1, nil)
 	data, err := ip.command(1, command{Op: "big", N: 2 << 20})
 	if err == nil || !strings.Contains(err.Error(), "too large") {
@@ -521,8 +234,47 @@ func TestReplyTooLarge(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "too large") {
 		t.Errorf("parent's reply over the limit: %v; want an error naming the size", err)
 	}
-	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
-		t.Errorf("after the failed replies: %q, %v", got, err)
+	ip.echo(1)
+}
+
+// The channel's message limit is agreed when the worker says hello: the
+// lower of the parent's and the worker's MaxMessageSize, both ways. A
+// worker with a lower limit than the parent's gets nothing larger; a
+// reload's new generation with a higher one (its config changed) sends
+// nothing larger than the parent takes: Send says ErrTooLarge, and nobody
+// is killed.
+//
+// 8b2b930 checked each Send against the sender's own limit only: the
+// oversized frame broke the channel, and the parent killed the worker (or
+// the worker took its parent for gone).
+func TestMessageLimitAgreedAtHello(t *testing.T) {
+	t.Parallel()
+	ip := startInProcessWith(t, inProcessSpec{workers: 1, config: messengerConfig{MaxMessageSize: 512 << 10}})
+	pid := pidOf(t, ip, 1)
+	if err := ip.c.Send(1, make([]byte, 768<<10)); !errors.Is(err, prefork.ErrTooLarge) {
+		t.Errorf("the parent's 768 KiB Send to a worker that takes 512 KiB: %v, want ErrTooLarge", err)
+	}
+	ip.echo(1)
+
+	ip.setConfig(messengerConfig{MaxMessageSize: 4 << 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := ip.c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid2 := pidOf(t, ip, 1)
+	_, err := ip.command(1, command{Op: "send", To: prefork.Parent, N: 2 << 20})
+	if err == nil || !strings.Contains(err.Error(), prefork.ErrTooLarge.Error()) {
+		t.Errorf("the new worker's 2 MiB Send to a parent that takes 1 MiB: %v, want ErrTooLarge", err)
+	}
+	ip.echo(1)
+	if now := pidOf(t, ip, 1); now != pid2 {
+		t.Errorf("worker 1 of generation 2 was replaced (pid %d, then %d)", pid2, now)
+	}
+	for _, ev := range ip.events.all() {
+		if ev.Type == prefork.EventExit && ev.Worker.PID != pid {
+			t.Errorf("exit of a worker that was not reloaded away: %+v", ev)
+		}
 	}
 }
 
@@ -530,6 +282,7 @@ func TestReplyTooLarge(t *testing.T) {
 // from a newer binary may send during a reload, is ignored: the worker is
 // not replaced.
 func TestUnknownControlFrameIgnored(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 1, nil)
 	pid := pidOf(t, ip, 1)
 	if _, err := ip.command(1, command{Op: "unknown"}); err != nil {
@@ -537,25 +290,23 @@ func TestUnknownControlFrameIgnored(t *testing.T) {
 	}
 	// The channel is ordered: the echo's request is answered after the
 	// parent has read the unknown frame.
-	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
-		t.Errorf("after the unknown frame: %q, %v", got, err)
-	}
+	ip.echo(1)
 	if now := pidOf(t, ip, 1); now != pid {
 		t.Errorf("worker 1 was replaced (pid %d, then %d)", pid, now)
 	}
 }
 
 // A worker stopped by a SIGTERM that is not the parent's (an operator's
-// kill, or systemd signalling the whole cgroup) drains, tells the parent,
-// and is replaced; its exit is not reported as a crash.
+// kill, or systemd signalling the whole cgroup) tells the parent, serves
+// until its replacement does, drains and is replaced; its exit is not
+// reported as a crash.
 func TestWorkerStoppedBySignal(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 1, nil)
 	pid := pidOf(t, ip, 1)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// It serves until its replacement does, then drains: the replacement
-	// listens before the old worker's exit.
 	ip.event(10*time.Second, "listening of the replacement", func(ev prefork.Event) bool {
 		return ev.Type == prefork.EventListening && ev.Worker.ID == 1 && ev.Worker.PID != pid
 	})
@@ -565,95 +316,229 @@ func TestWorkerStoppedBySignal(t *testing.T) {
 	if ev.Asked || ev.ExitCode != 0 || ev.Err == nil || !strings.Contains(ev.Err.Error(), "stopped on SIGTERM") {
 		t.Errorf("exit: asked %v, code %d, err %v; want a clean exit, not asked, stopped on SIGTERM", ev.Asked, ev.ExitCode, ev.Err)
 	}
-	if logs := ip.logs.String(); strings.Contains(logs, "worker died") || !strings.Contains(logs, "worker stopped on a signal") {
-		t.Errorf("the parent's log does not tell a drain from a crash:\n%s", logs)
+	byMsg := func(msg string) func(logRecord) bool {
+		return func(r logRecord) bool { return strings.HasPrefix(r.str("msg"), msg) }
+	}
+	if len(ip.logged(byMsg("worker died"))) > 0 || len(ip.logged(byMsg("worker stopped on a signal"))) == 0 {
+		t.Errorf("the parent's log does not tell a stop from a crash")
 	}
 }
 
-// A worker floods another that reads slowly: the parent holds the sender
-// back, so that its Send reports ErrQueueFull, and nothing its Send accepted
-// is lost; every message arrives, in order.
+// A slow OnMessage, in the parent or in a worker, does not hold up
+// heartbeats: with HeartbeatTimeout 2 s, a parent's OnMessage that takes
+// 3 s on worker 1's message, and worker 2's OnMessage that takes 3 s
+// meanwhile, get no worker killed.
+//
+// 8b2b930 sent its pings and pongs on the channel, read by the goroutine
+// that runs OnMessage, on both sides: both workers were judged hung.
+func TestHeartbeatsDoNotWaitForCallbacks(t *testing.T) {
+	t.Parallel()
+	msgs := newFeed[prefork.Message]()
+	ip := startInProcessWith(t, inProcessSpec{workers: 2, heartbeatTimeout: 2 * time.Second, onMessage: func(m prefork.Message) {
+		if string(m.Data) == "slow" {
+			slowWork(3 * time.Second) // a slow OnMessage in the parent
+		}
+		msgs.add(m)
+	}})
+	pids := map[int]int{1: pidOf(t, ip, 1), 2: pidOf(t, ip, 2)}
+	if err := ip.c.Send(2, []byte("pause 3s")); err != nil {
+		t.Fatal(err)
+	}
+	// Worker 1's answer comes after its message on the channel: the
+	// command returns once the parent's OnMessage has.
+	if _, err := ip.command(1, command{Op: "send", To: prefork.Parent, Data: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	msgs.reader().await(t, 10*time.Second, "worker 2's report of its pause", func(m prefork.Message) bool {
+		return m.From == 2 && string(m.Data) == "paused 3s"
+	})
+	// A verdict on either would have come during its stall, which is over.
+	for id, pid := range pids {
+		if now := pidOf(t, ip, id); now != pid {
+			t.Errorf("worker %d was replaced (pid %d, then %d)", id, pid, now)
+		}
+		ip.echo(id)
+	}
+	for _, ev := range ip.events.all() {
+		if ev.Type == prefork.EventExit {
+			t.Errorf("a worker exited: %+v", ev)
+		}
+	}
+	if recs := ip.logged(func(r logRecord) bool { return strings.HasPrefix(r.str("msg"), "worker missed its heartbeat") }); len(recs) > 0 {
+		t.Errorf("heartbeat verdicts: %v", recs)
+	}
+}
+
+// A panic in OnRequest or OnMessage is recovered, logged with who
+// panicked, and, for a request, answered with an error; the process lives
+// on. In a worker and in the parent.
+//
+// 8b2b930 recovered nothing: a worker's panic killed it (the parent's
+// request then waited for its deadline), a parent's killed the parent.
+func TestHandlerPanicsRecovered(t *testing.T) {
+	t.Parallel()
+	ip := startInProcessWith(t, inProcessSpec{workers: 1,
+		onRequest: func(m prefork.Message) ([]byte, error) {
+			panic("the parent's OnRequest panicked on purpose")
+		},
+		onMessage: func(m prefork.Message) {
+			panic("the parent's OnMessage panicked on purpose")
+		},
+	})
+	pid := pidOf(t, ip, 1)
+	if _, err := ip.command(1, command{Op: "panic"}); err == nil || !strings.Contains(err.Error(), "OnRequest panicked: OnRequest panicked on purpose") {
+		t.Errorf("request to a worker whose OnRequest panics: %v, want an error saying so", err)
+	}
+	if err := ip.c.Send(1, []byte("panic")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ip.command(1, command{Op: "request", To: prefork.Parent, Data: "x"}); err == nil || !strings.Contains(err.Error(), "OnRequest panicked") {
+		t.Errorf("request to a parent whose OnRequest panics: %v, want an error saying so", err)
+	}
+	if _, err := ip.command(1, command{Op: "send", To: prefork.Parent, Data: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	// Each process handles its channel in order: once this answer is in,
+	// both OnMessage calls have returned, and their panics are logged.
+	ip.echo(1)
+	if now := pidOf(t, ip, 1); now != pid {
+		t.Errorf("worker 1 was replaced (pid %d, then %d)", pid, now)
+	}
+	panicked := func(where string) func(logRecord) bool {
+		return func(r logRecord) bool { return r.str("msg") == where+" panicked; the process carries on" }
+	}
+	for _, where := range []string{"OnRequest", "OnMessage"} {
+		if recs := ip.workerLogged(panicked(where)); len(recs) != 1 || recs[0].num("worker") != 1 || recs[0].num("pid") != pid {
+			t.Errorf("worker's log of its %s panic: %v, want one record naming worker 1 (pid %d)", where, recs, pid)
+		}
+		if recs := ip.logged(panicked(where)); len(recs) != 1 {
+			t.Errorf("parent's log of its %s panic: %v, want one record", where, recs)
+		}
+	}
+	if recs := ip.logged(panicked("OnMessage")); len(recs) == 1 && recs[0].num("from") != 1 {
+		t.Errorf("parent's log of its OnMessage panic %v does not name the sender, worker 1", recs[0])
+	}
+}
+
+// A worker floods another that does not read for a while: the parent holds
+// the sender back, so that its Send reports ErrQueueFull, and nothing its
+// Send accepted is lost; every message arrives, in order. The same for a
+// broadcast, whose ErrQueueFull names all workers as its recipient.
+//
+// 8b2b930 named a broadcast's full queue "worker -1".
 func TestRelayBackPressure(t *testing.T) {
-	ip := startInProcess(t, 2, nil)
-	// Worker 2 stops reading for 500 ms, less than the parent's relay wait.
-	if err := ip.c.Send(2, []byte("pause 500ms")); err != nil {
-		t.Fatal(err)
+	t.Parallel()
+	for _, to := range []int{2, prefork.All} {
+		t.Run("to "+strconv.Itoa(to), func(t *testing.T) {
+			t.Parallel()
+			ip := startInProcess(t, 2, nil)
+			// Worker 2 stops reading; worker 1 lets it read again at its
+			// first ErrQueueFull, well within the parent's relay wait.
+			if err := ip.c.Send(2, []byte("hold")); err != nil {
+				t.Fatal(err)
+			}
+			// 16 MiB: more than the parent's queue to worker 2 and worker 1's
+			// queue to the parent hold together (4 MiB each).
+			const n = 256
+			res := bulkTo(t, ip, command{Op: "bulk", To: to, N: n, Release: pidOf(t, ip, 2)})
+			if res.Full == 0 {
+				t.Errorf("worker 1 sent %d messages of %d KiB to a worker that was not reading and never saw ErrQueueFull", n, bulkSize>>10)
+			}
+			wantErr := "prefork: message queue full: worker 2"
+			if to == prefork.All {
+				wantErr = "prefork: message queue full: all workers"
+			}
+			if res.Full > 0 && res.Err != wantErr {
+				t.Errorf("worker 1's Send said %q, want %q", res.Err, wantErr)
+			}
+			// The parent relayed the flood before it read worker 1's answer, and
+			// its queue to worker 2 is in order: the count is final.
+			count, err := ip.command(2, command{Op: "bulkcount"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("%d true", n); string(count) != want {
+				t.Errorf("worker 2 received (count, in order) %q, want %q", count, want)
+			}
+			if recs := ip.logged(func(r logRecord) bool { return strings.Contains(r.str("msg"), "dropped") }); len(recs) > 0 {
+				t.Errorf("the parent dropped relayed messages: %v", recs)
+			}
+			t.Logf("worker 1 saw ErrQueueFull %d times", res.Full)
+		})
 	}
-	// 16 MiB: more than the parent's queue to worker 2 and worker 1's queue
-	// to the parent hold together (4 MiB each).
-	const n = 256
-	got, err := ip.command(1, command{Op: "bulk", To: 2, N: n})
+}
+
+// bulkTo has worker 1 run the bulk command cmd.
+func bulkTo(t *testing.T, ip *inProcess, cmd command) bulkResult {
+	t.Helper()
+	got, err := ip.command(1, cmd)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("worker 1's flood: %v", err)
 	}
-	var sent, full int
-	if _, err := fmt.Sscanf(string(got), "sent %d full %d", &sent, &full); err != nil || sent != n {
+	var res bulkResult
+	if err := json.Unmarshal(got, &res); err != nil || res.Sent != cmd.N {
 		t.Fatalf("worker 1's flood: %q (%v)", got, err)
 	}
-	if full == 0 {
-		t.Errorf("worker 1 sent %d messages of %d KiB to a worker that was not reading and never saw ErrQueueFull", n, bulkSize>>10)
-	}
-	// The parent relayed the flood before it read worker 1's answer, and
-	// its queue to worker 2 is in order: the count is final.
-	count, err := ip.command(2, command{Op: "bulkcount"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf("%d true", n); string(count) != want {
-		t.Errorf("worker 2 received (count, in order) %q, want %q", count, want)
-	}
-	if strings.Contains(ip.logs.String(), "dropped") {
-		t.Errorf("the parent dropped relayed messages:\n%s", ip.logs.String())
-	}
-	t.Logf("worker 1 saw ErrQueueFull %d times", full)
+	return res
 }
 
 // A recipient that reads nothing for longer than the relay wait has what is
 // relayed to it dropped (and logged) rather than stall its sender for good:
 // the sender's flood ends, and both workers carry on.
 func TestRelayToStuckWorker(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 2, nil)
-	if err := ip.c.Send(2, []byte("pause 2500ms")); err != nil {
+	if err := ip.c.Send(2, []byte("hold")); err != nil {
 		t.Fatal(err)
 	}
 	const n = 256
-	if got, err := ip.command(1, command{Op: "bulk", To: 2, N: n}); err != nil {
-		t.Fatalf("worker 1's flood to a stuck worker: %q, %v", got, err)
+	bulkTo(t, ip, command{Op: "bulk", To: 2, N: n})
+	if err := syscall.Kill(pidOf(t, ip, 2), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
 	}
-	// Worker 2 answers once it reads again; until then its queue is full.
+	ip.message(20*time.Second, "worker 2's report of its release", func(m prefork.Message) bool {
+		return m.From == 2 && string(m.Data) == "released"
+	})
+	// Worker 2 reads again, but its queue may still be full: the parent's
+	// queue gives no notice of room, so the count is asked for again.
 	var count []byte
-	deadline := time.Now().Add(20 * time.Second)
+	watchdog := time.NewTimer(20 * time.Second)
+	defer watchdog.Stop()
+	retry := time.NewTicker(10 * time.Millisecond)
+	defer retry.Stop()
 	for {
 		var err error
 		if count, err = ip.command(2, command{Op: "bulkcount"}); err == nil {
 			break
 		}
-		if !errors.Is(err, prefork.ErrQueueFull) || time.Now().After(deadline) {
-			t.Fatalf("worker 2 after its pause: %v", err)
+		if !errors.Is(err, prefork.ErrQueueFull) {
+			t.Fatalf("worker 2 after its release: %v", err)
 		}
-		<-time.After(10 * time.Millisecond) // poll: the queue drains when worker 2 reads again
+		select {
+		case <-retry.C:
+		case <-watchdog.C:
+			t.Fatalf("worker 2's queue still full 20 s after its release: %v", err)
+		}
 	}
 	var got int
 	if _, err := fmt.Sscanf(string(count), "%d", &got); err != nil || got >= n {
 		t.Errorf("worker 2 received (count, in order) %q; want fewer than %d", count, n)
 	}
 	t.Logf("worker 2 received (count, in order) %s of %d", count, n)
-	if !strings.Contains(ip.logs.String(), "relayed messages dropped") {
-		t.Errorf("no drop was logged:\n%s", ip.logs.String())
+	if len(ip.logged(func(r logRecord) bool { return strings.HasPrefix(r.str("msg"), "relayed messages dropped") })) == 0 {
+		t.Error("no drop was logged")
 	}
-	if got, err := ip.command(1, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
-		t.Errorf("worker 1 after the flood: %q, %v", got, err)
-	}
-	if got, err := ip.command(2, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
-		t.Errorf("worker 2 after the flood: %q, %v", got, err)
-	}
+	ip.echo(1)
+	ip.echo(2)
 }
 
 // A worker that writes garbage, or forges a control frame, on its channel
 // is replaced; the parent and the other worker carry on.
 func TestBadFrameReplacesWorker(t *testing.T) {
+	t.Parallel()
 	for _, op := range []string{"garbage", "forge"} {
 		t.Run(op, func(t *testing.T) {
+			t.Parallel()
 			ip := startInProcess(t, 2, nil)
 			before := pidOf(t, ip, 2)
 			data, _ := json.Marshal(command{Op: op})
@@ -669,36 +554,22 @@ func TestBadFrameReplacesWorker(t *testing.T) {
 			ip.event(10*time.Second, "replacement listening", func(ev prefork.Event) bool {
 				return ev.Type == prefork.EventListening && ev.Worker.ID == 1
 			})
-			if got, err := ip.command(2, command{Op: "echo", Data: "still here"}); err != nil || string(got) != "still here" {
-				t.Errorf("other worker: %q, %v", got, err)
-			}
+			ip.echo(2)
 			if after := pidOf(t, ip, 2); after != before {
 				t.Errorf("worker 2 changed pid %d -> %d", before, after)
 			}
-			if got, err := ip.command(1, command{Op: "echo", Data: "new"}); err != nil || string(got) != "new" {
-				t.Errorf("replacement worker: %q, %v", got, err)
-			}
+			ip.echo(1)
 		})
 	}
 }
 
-func pidOf(t *testing.T, ip *inProcess, id int) int {
-	t.Helper()
-	for _, w := range ip.c.Workers() {
-		if w.ID == id && w.State == prefork.StateListening {
-			return w.PID
-		}
-	}
-	t.Fatalf("no listening worker %d in %+v", id, ip.c.Workers())
-	return 0
-}
-
 // A worker that stops reading its channel fills its queue: the parent's
-// Send reports ErrQueueFull instead of blocking, and the other worker is
-// not affected.
+// Send reports ErrQueueFull instead of blocking, naming the worker, to it
+// and in a broadcast, and the other worker is not affected.
 func TestQueueFull(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 2, nil)
-	if err := ip.c.Send(1, []byte("block")); err != nil {
+	if err := ip.c.Send(1, []byte("hold")); err != nil {
 		t.Fatal(err)
 	}
 	payload := make([]byte, 64<<10)
@@ -709,30 +580,40 @@ func TestQueueFull(t *testing.T) {
 			break
 		}
 	}
-	if !errors.Is(err, prefork.ErrQueueFull) {
-		t.Fatalf("after %d sends to a worker that does not read: %v, want ErrQueueFull", sent, err)
+	if !errors.Is(err, prefork.ErrQueueFull) || err.Error() != "prefork: message queue full: worker 1" {
+		t.Fatalf("after %d sends to a worker that does not read: %v, want ErrQueueFull naming worker 1", sent, err)
 	}
 	t.Logf("queue full after %d messages of 64 KiB", sent)
-	if got, err := ip.command(2, command{Op: "echo", Data: "fine"}); err != nil || string(got) != "fine" {
-		t.Errorf("other worker: %q, %v", got, err)
+	if err := ip.c.Send(prefork.All, payload); !errors.Is(err, prefork.ErrQueueFull) || !strings.Contains(err.Error(), "worker 1") {
+		t.Errorf("broadcast with worker 1's queue full: %v, want ErrQueueFull naming worker 1", err)
 	}
+	ip.echo(2)
 	// A stop still drains the worker with the full queue: the drain request
-	// is not bounded by the queue, and the worker exits on its own.
-	ip.stop()
-	for {
-		ev := ip.event(time.Second, "exit of worker 1", func(ev prefork.Event) bool { return ev.Type == prefork.EventExit })
-		if ev.Worker.ID == 1 {
-			if !ev.Asked || ev.Signal != nil || ev.ExitCode != 0 {
-				t.Errorf("worker 1 with a full queue did not drain: asked %v, signal %v, code %d", ev.Asked, ev.Signal, ev.ExitCode)
-			}
-			break
-		}
+	// is not bounded by the queue, and the worker, let go once the stop has
+	// begun, exits on its own.
+	pid := pidOf(t, ip, 1)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		ip.stop()
+	}()
+	ip.event(10*time.Second, "the cluster stopping", func(ev prefork.Event) bool { return ev.Type == prefork.EventStopping })
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
 	}
+	ev := ip.event(20*time.Second, "exit of worker 1", func(ev prefork.Event) bool {
+		return ev.Type == prefork.EventExit && ev.Worker.ID == 1
+	})
+	if !ev.Asked || ev.Signal != nil || ev.ExitCode != 0 {
+		t.Errorf("worker 1 with a full queue did not drain: asked %v, signal %v, code %d", ev.Asked, ev.Signal, ev.ExitCode)
+	}
+	<-stopped // the stop is bounded by its own deadline
 }
 
 // The events of a worker's life, in Node's order, with exitedAfterDisconnect
 // (Asked) false for a kill and the replacement on the same id.
 func TestEvents(t *testing.T) {
+	t.Parallel()
 	ip := startInProcess(t, 1, nil)
 	pid := pidOf(t, ip, 1)
 	if err := ip.c.Kill(1, syscall.SIGKILL); err != nil {

@@ -40,6 +40,7 @@ func (c *Cluster) runParent(cfg Config) error {
 	})
 	sc := cfg.supervisorConfig(inherit)
 	sc.Starter = c.testStarter()
+	sc.WorkerEnv = c.testEnv
 	s, err = supervisor.New(sc)
 	close(ready)
 	if err != nil {

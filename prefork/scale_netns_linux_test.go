@@ -48,7 +48,11 @@ import (
 // through Run's drain ("sigstop") nothing may fail either: every client is
 // already queued, and the drain serves the queue before the socket's last
 // close.
+//
+// The test runs alone (no t.Parallel): its figures are timings of the
+// kernel's, and it runs 32 clients of its own.
 func TestScaleDownMigration(t *testing.T) {
+	useHelper("scale-migrate") // also when it skips
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
 	}
@@ -161,7 +165,7 @@ func runScaleHelper(t *testing.T, ipCmd, ns, exe string, args ...string) scaleRe
 	cmd := exec.CommandContext(ctx, ipCmd, append([]string{"netns", "exec", ns, exe}, args...)...)
 	// A race-enabled worker sleeps 1 s in os.Exit by default: the leaving
 	// worker's exit is what a round waits for.
-	cmd.Env = append(os.Environ(), envHelper+"=scale-migrate",
+	cmd.Env = append(os.Environ(), useHelper("scale-migrate"),
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -227,7 +231,7 @@ func (r scaleReport) summary() string {
 		sumLost, sumQueued, len(r.Rounds), strings.Join(lost, "+"), strings.Join(queued, "+"))
 }
 
-func init() { helpers["scale-migrate"] = scaleMigrateMain }
+func init() { registerHelper("scale-migrate", scaleMigrateMain) }
 
 // scaleMigrateMain is the parent of a cluster and its own load, run inside
 // a network namespace. It also runs as every worker of that cluster.
@@ -271,7 +275,7 @@ func scaleMigrateMain(args []string) int {
 		return 2
 	}
 
-	var logs lockedBuffer
+	logs := newFeed[string]()
 	events := make(chan prefork.Event, 1024)
 	held := make(chan struct{}) // gate: closed when the worker must stop accepting
 	var holdOnce sync.Once
@@ -280,7 +284,7 @@ func scaleMigrateMain(args []string) int {
 		Workers:     *workers,
 		Mode:        prefork.ModeReusePort,
 		StopTimeout: 5 * time.Second,
-		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, &logs), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, lineWriter{logs}), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		OnEvent:     func(ev prefork.Event) { events <- ev },
 		OnRequest: func(m prefork.Message) ([]byte, error) {
 			if string(m.Data) != "hold" {
@@ -341,7 +345,7 @@ func scaleMigrateMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "scale-migrate:", err)
 		return 1
 	}
-	rep.Warned = strings.Contains(logs.String(), "tcp_migrate_req is 0")
+	rep.Warned = strings.Contains(strings.Join(logs.all(), "\n"), "tcp_migrate_req is 0")
 	rep.ElapsedMS = time.Since(start).Milliseconds()
 	out, _ := json.Marshal(rep)
 	fmt.Printf("%s\n", out)
@@ -508,13 +512,14 @@ func (d *scaleDriver) scaleDown(n, queue int) (res scaleRound, err error) {
 			}
 		}()
 		if err := d.poll(fmt.Sprintf("worker %d stopped", leaving.PID), func() (bool, error) {
-			return scaleProcState(leaving.PID) == "T", nil
+			p, _ := procStat(leaving.PID)
+			return p.State == "T", nil
 		}); err != nil {
 			return res, err
 		}
 		// The clients whose connections the stopped worker has accepted
 		// wait for it; all the others end up queued on its socket.
-		if res.Held, err = scaleHeldBy(leaving.PID, d.port); err != nil {
+		if res.Held, err = heldBy(leaving.PID, d.port); err != nil {
 			return res, err
 		}
 		target = min(queue, d.clients-res.Held)
@@ -726,97 +731,35 @@ func scaleErrKind(err error) string {
 // scaleListenInode returns the inode of the listening socket on port that
 // process pid holds (a worker holds its slot's socket only).
 func scaleListenInode(pid, port int) (string, error) {
-	listening := make(map[string]bool)
-	for _, s := range scaleProcNetTCP() {
-		if s.listen && s.port == port {
-			listening[s.inode] = true
-		}
-	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	socks, err := procNetTCP()
 	if err != nil {
 		return "", err
 	}
-	for _, e := range ents {
-		link, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil {
-			continue
-		}
-		if ino, ok := strings.CutPrefix(link, "socket:["); ok && listening[strings.TrimSuffix(ino, "]")] {
-			return strings.TrimSuffix(ino, "]"), nil
+	mine, err := socketInodes(pid)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range socks {
+		if s.listen && s.localPort == port && mine[s.inode] {
+			return s.inode, nil
 		}
 	}
 	return "", fmt.Errorf("process %d holds no listening socket on port %d", pid, port)
 }
 
-// scaleHeldBy counts the accepted TCP connections on local port that
-// process pid holds.
-func scaleHeldBy(pid, port int) (int, error) {
-	conns := make(map[string]bool)
-	for _, s := range scaleProcNetTCP() {
-		if !s.listen && s.port == port {
-			conns[s.inode] = true
-		}
-	}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, e := range ents {
-		link, _ := os.Readlink(dir + "/" + e.Name())
-		if ino, ok := strings.CutPrefix(link, "socket:["); ok && conns[strings.TrimSuffix(ino, "]")] {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// scaleProcState is the state letter of process pid ("T": stopped).
-func scaleProcState(pid int) string {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	stat := string(data)
-	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:]) // after the command name
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
-}
-
 // scaleAcceptQueue returns the accept-queue length of the listening socket
 // inode: /proc/net/tcp's rx_queue for a LISTEN socket.
 func scaleAcceptQueue(inode string) (int, error) {
-	for _, s := range scaleProcNetTCP() {
+	socks, err := procNetTCP()
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range socks {
 		if s.inode == inode {
 			return s.rxQueue, nil
 		}
 	}
 	return 0, fmt.Errorf("listening socket %s is gone", inode)
-}
-
-type scaleSocket struct {
-	port    int
-	listen  bool
-	rxQueue int
-	inode   string
-}
-
-func scaleProcNetTCP() []scaleSocket {
-	data, _ := os.ReadFile("/proc/net/tcp") // this process's namespace
-	var out []scaleSocket
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		_, portHex, _ := strings.Cut(f[1], ":")
-		port, _ := strconv.ParseInt(portHex, 16, 32)
-		_, rxHex, _ := strings.Cut(f[4], ":")
-		rx, _ := strconv.ParseInt(rxHex, 16, 64)
-		out = append(out, scaleSocket{port: int(port), listen: f[3] == "0A", rxQueue: int(rx), inode: f[9]})
-	}
-	return out
 }
 
 // scaleNetCounters reads this namespace's TCP counters, as "TcpExt.Name"

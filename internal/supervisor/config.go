@@ -34,6 +34,10 @@ type Config struct {
 	// WorkerProcs, when positive, is the GOMAXPROCS each forked worker
 	// runs with.
 	WorkerProcs int
+	// WorkerEnv is added to each forked worker's environment. Only the
+	// tests of package prefork set it (prefork.WorkerEnv, export_test.go):
+	// it names the helper program their workers run.
+	WorkerEnv []string
 
 	// Starter starts the workers; nil forks this executable again.
 	Starter Starter

@@ -4,4 +4,4 @@ package supervisor
 
 import "log/slog"
 
-func newExecStarter(*slog.Logger, int) (Starter, error) { return nil, errUnsupported }
+func newExecStarter(*slog.Logger, int, []string) (Starter, error) { return nil, errUnsupported }

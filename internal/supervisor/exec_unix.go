@@ -38,12 +38,12 @@ type execStarter struct {
 	reap  *reaper // nil unless this process is PID 1
 }
 
-func newExecStarter(log *slog.Logger, procs int) (*execStarter, error) {
+func newExecStarter(log *slog.Logger, procs int, extraEnv []string) (*execStarter, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("prefork: cannot find the executable to start workers: %w", err)
 	}
-	st := &execStarter{exe: exe, args: os.Args, env: workerEnv(os.Environ(), procs), spawn: startSpawner()}
+	st := &execStarter{exe: exe, args: os.Args, env: append(workerEnv(os.Environ(), procs), extraEnv...), spawn: startSpawner()}
 	st.reap = startReaper(log, st.spawn)
 	return st, nil
 }

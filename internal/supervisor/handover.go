@@ -89,6 +89,7 @@ func (s *Supervisor) requestRecycle(w *worker, reason string) {
 	if s.ho != nil {
 		if s.ho.kind == recycle && s.ho.next[sl] == nil && !containsSlot(s.recycles, sl) {
 			s.recycles = append(s.recycles, sl) // a reload replaces it anyway
+			sl.recycleWhy = reason
 		}
 		return
 	}
@@ -199,7 +200,7 @@ func (s *Supervisor) next() {
 		sl := s.recycles[0]
 		s.recycles = s.recycles[1:]
 		if !sl.removed && sl.cur != nil && sl.cur.state == Listening {
-			s.beginRecycle(sl, "queued recycle")
+			s.beginRecycle(sl, sl.recycleWhy)
 			return
 		}
 	}

@@ -21,6 +21,8 @@ type slot struct {
 	parked   bool // Disconnect: empty until the next reload or SetWorkers
 	removed  bool // scaled away
 
+	recycleWhy string // why the recycle queued for it (Supervisor.recycles) was asked
+
 	memDelay     time.Duration // MaxMemory: how long a fresh worker over the limit waits
 	memNotBefore time.Time
 }

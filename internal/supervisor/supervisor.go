@@ -120,7 +120,7 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 	}
 	if s.start == nil {
-		st, err := newExecStarter(s.log, cfg.WorkerProcs)
+		st, err := newExecStarter(s.log, cfg.WorkerProcs, cfg.WorkerEnv)
 		if err != nil {
 			s.closeSockets()
 			return nil, err
