@@ -109,8 +109,10 @@ type Event struct {
 	// For EventExit: the exit code (-1 if a signal ended the process), the
 	// signal, whether the parent had asked the worker to stop (Node's
 	// worker.exitedAfterDisconnect), why it was asked or stopped ("reload",
-	// "recycle: MaxRequests reached", "scale-down", "disconnect", "stop",
-	// "stopped on SIGTERM"), and, when it was not asked, why it died.
+	// a recycle's reason such as "MaxRequests reached" or "RSS ... over
+	// MaxMemory ...", "scale-down", "disconnect", "stop", "fast stop",
+	// "stopped on SIGTERM", "missed heartbeat"), and, when it was not
+	// asked, why it died.
 	ExitCode int
 	Signal   os.Signal
 	Asked    bool

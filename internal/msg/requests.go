@@ -154,7 +154,11 @@ func (rs *Responder) call(f wire.Frame) (data []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("OnRequest panicked: %v", p)
-			logPanic(rs.Log, "OnRequest", p)
+			log := rs.Log
+			if log == nil {
+				log = slog.Default()
+			}
+			logPanic(log.With("from", f.From), "OnRequest", p)
 		}
 	}()
 	return rs.Handler(FromFrame(&f))

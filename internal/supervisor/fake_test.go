@@ -134,9 +134,6 @@ type fakeWorker struct {
 	closeOnce sync.Once
 	beatEnd   chan struct{}
 	beatOnce  sync.Once
-
-	mu       sync.Mutex
-	received []wire.Frame // every frame the parent sent it
 }
 
 func (fw *fakeWorker) send(f wire.Frame) { fw.toParent <- f }
@@ -161,9 +158,6 @@ func (fw *fakeWorker) run() {
 		case <-ready:
 			fw.send(wire.Frame{Type: wire.TypeReady, Payload: []byte("127.0.0.1:9")})
 		case f := <-fw.toWorker:
-			fw.mu.Lock()
-			fw.received = append(fw.received, f)
-			fw.mu.Unlock()
 			if f.Type == wire.TypeDrain && !fw.b.noDrain {
 				fw.end(Exit{Code: 0, Status: "exit status 0"})
 				return
@@ -192,19 +186,6 @@ func (fw *fakeWorker) end(ex Exit) {
 	fw.exit = ex
 	close(fw.toParent)
 	close(fw.exited)
-}
-
-// frames returns the frames of type t the parent sent it.
-func (fw *fakeWorker) frames(t wire.Type) []wire.Frame {
-	fw.mu.Lock()
-	defer fw.mu.Unlock()
-	var out []wire.Frame
-	for _, f := range fw.received {
-		if f.Type == t {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 type fakeProc struct{ fw *fakeWorker }

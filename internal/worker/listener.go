@@ -2,10 +2,12 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/forkline/forkline/internal/wire"
@@ -23,6 +25,9 @@ type listener struct {
 
 	mu   sync.Mutex
 	held []*net.TCPConn // the queue, taken at a last-copy drain, for Accept
+
+	drained   chan struct{} // closed by drain
+	drainOnce sync.Once
 }
 
 // drain ends accepting without abandoning the accept queue: Accept returns
@@ -43,6 +48,7 @@ type listener struct {
 // deadline before it tries accept(2), so the queue is taken with
 // non-blocking accepts of our own.
 func (l *listener) drain() {
+	defer l.drainOnce.Do(func() { close(l.drained) })
 	if l.wk.lastCopy.Load() {
 		l.mu.Lock()
 		l.held = takeQueue(l.TCPListener)
@@ -100,6 +106,13 @@ func (l *listener) AcceptTCP() (*net.TCPConn, error) {
 		c, err = l.next()
 	} else if c, err = l.TCPListener.AcceptTCP(); err != nil && (l.draining.Load() || l.wk.lastCopy.Load()) {
 		c, err = l.next() // woken by the drain
+	} else if err != nil && errors.Is(err, syscall.EINVAL) {
+		// The socket stopped listening under this worker: another worker
+		// of the slot, holding its last copy at a stop, took the queue and
+		// shut it. The parent's drain request is on its way: wait for it
+		// rather than fail the server.
+		<-l.drained
+		c, err = l.next()
 	}
 	if err == nil && l.wk.budget > 0 && !l.wk.perRequest.Load() {
 		l.wk.count()

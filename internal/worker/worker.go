@@ -137,7 +137,7 @@ func (wk *Worker) Serve(fn ServeFunc, stop <-chan bool) error {
 		wk.reqs.Fail(errors.New("prefork: the worker has stopped"))
 	}()
 
-	rl := &listener{TCPListener: ln, wk: wk}
+	rl := &listener{TCPListener: ln, wk: wk, drained: make(chan struct{})}
 	// On drain, Accept hands out what is queued, then fails (see ServeFunc).
 	stopDrain := context.AfterFunc(ctx, rl.drain)
 	defer stopDrain()
