@@ -66,6 +66,47 @@ func (m *Mode) UnmarshalText(text []byte) error {
 	return fmt.Errorf("prefork: unknown mode %q (want auto, reuseport or inherit)", text)
 }
 
+// Steering says whether the parent decides which slots' sockets the kernel
+// may give a new connection (an SK_REUSEPORT eBPF program; Linux 5.14+,
+// CAP_BPF or root).
+type Steering int
+
+const (
+	// SteerAuto steers when the program loads, and logs once why not.
+	SteerAuto Steering = iota
+	// SteerOff never steers: the kernel picks by its hash alone, and a
+	// slot that has had no worker for a second stops listening until its
+	// next worker starts.
+	SteerOff
+	// SteerRequired fails to start without steering.
+	SteerRequired
+)
+
+var steeringNames = [...]string{SteerAuto: "auto", SteerOff: "off", SteerRequired: "required"}
+
+// String returns "auto", "off" or "required".
+func (s Steering) String() string {
+	if s >= 0 && int(s) < len(steeringNames) {
+		return steeringNames[s]
+	}
+	return fmt.Sprintf("Steering(%d)", int(s))
+}
+
+// MarshalText implements [encoding.TextMarshaler].
+func (s Steering) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements [encoding.TextUnmarshaler], so that Steering
+// can be a flag: flag.TextVar(&cfg.Steering, "steering", prefork.SteerAuto, "auto, off or required").
+func (s *Steering) UnmarshalText(text []byte) error {
+	for i, name := range steeringNames {
+		if string(text) == name {
+			*s = Steering(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("prefork: unknown steering %q (want auto, off or required)", text)
+}
+
 // Config says how to run a cluster. The zero value is useful: every field
 // has a default, documented on the field, for its zero value. Run refuses
 // a value it cannot run with (a negative count or duration, say) with an
@@ -98,6 +139,15 @@ type Config struct {
 	// inherited by every worker. ModeAuto (the zero value) picks the first
 	// where the platform really balances it.
 	Mode Mode
+
+	// Steering chooses whether the parent steers new connections to the
+	// slots whose worker accepts: SteerAuto (the zero value) when the
+	// kernel and the process's privileges allow it. A slot is eligible
+	// while one of its workers serves and its accept queue moves; the
+	// connections already queued on a slot that leaves stay for its worker
+	// or its successor, and those of a socket that closes go to an eligible
+	// one. Reuseport mode only.
+	Steering Steering
 
 	// StopTimeout bounds a graceful stop: a draining worker that has not
 	// exited within it is killed. Zero means DefaultStopTimeout.
@@ -230,6 +280,9 @@ func (c Config) check() error {
 	default:
 		return fmt.Errorf("prefork: Config.Network %q: want tcp, tcp4 or tcp6", c.Network)
 	}
+	if c.Steering < SteerAuto || c.Steering > SteerRequired {
+		return fmt.Errorf("prefork: Config.Steering %v: want SteerAuto, SteerOff or SteerRequired", c.Steering)
+	}
 	if c.Mode < ModeAuto || c.Mode > ModeInherit {
 		return fmt.Errorf("prefork: Config.Mode %v: want ModeAuto, ModeReusePort or ModeInherit", c.Mode)
 	}
@@ -274,7 +327,7 @@ func (c Config) supervisorConfig(inherit bool) supervisor.Config {
 		Network: c.Network, Addr: c.Addr, Workers: c.Workers, Inherit: inherit,
 		StopTimeout: c.StopTimeout, ReadyTimeout: c.ReadyTimeout,
 		HeartbeatTimeout: c.HeartbeatTimeout, HeartbeatInterval: c.HeartbeatInterval,
-		MaxMemory: c.MaxMemory, MaxMessageSize: c.MaxMessageSize, Logger: c.Logger,
+		MaxMemory: c.MaxMemory, MaxMessageSize: c.MaxMessageSize, Logger: c.Logger, Steering: int(c.Steering),
 		OnRequest: onRequest(c.OnRequest),
 	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {

@@ -81,15 +81,19 @@ const (
 	// EventStopping: the cluster stops (a signal, Shutdown, Close, or a
 	// failed start).
 	EventStopping
+	// EventEligible: whether the kernel may give a serving worker's slot
+	// a new connection changed (Worker.Eligible): steering took a stalled
+	// slot out, or put it back.
+	EventEligible
 )
 
 var eventNames = [...]string{EventFork: "fork", EventOnline: "online", EventListening: "listening",
 	EventDisconnect: "disconnect", EventExit: "exit", EventReady: "ready", EventReloading: "reloading",
-	EventReloaded: "reloaded", EventStopping: "stopping"}
+	EventReloaded: "reloaded", EventStopping: "stopping", EventEligible: "eligible"}
 
 // String returns the event's name: Node's "fork", "online", "listening",
-// "disconnect" and "exit", then "ready", "reloading", "reloaded" and
-// "stopping".
+// "disconnect" and "exit", then "ready", "reloading", "reloaded",
+// "stopping" and "eligible".
 func (t EventType) String() string {
 	if t > 0 && int(t) < len(eventNames) {
 		return eventNames[t]
@@ -167,8 +171,11 @@ type WorkerInfo struct {
 	State    WorkerState // where it is in its life
 	Started  time.Time   // when it was started
 	Restarts int         // how many workers its slot had before it after crashes
+	// Eligible: it serves and the kernel may give its slot a new
+	// connection (see Config.Steering).
+	Eligible bool
 }
 
 func infoOf(in supervisor.Info) WorkerInfo {
-	return WorkerInfo{ID: in.ID, PID: in.PID, Gen: in.Gen, State: WorkerState(in.State), Started: in.Started, Restarts: in.Restarts}
+	return WorkerInfo{ID: in.ID, PID: in.PID, Gen: in.Gen, State: WorkerState(in.State), Started: in.Started, Restarts: in.Restarts, Eligible: in.Eligible}
 }

@@ -3,6 +3,7 @@ package prefork_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -47,6 +48,7 @@ const (
 // new generation reads it again, as a new deploy reads its config.
 type messengerConfig struct {
 	MaxMessageSize int `json:"max_message_size,omitempty"`
+	CrashSlot      int `json:"crash_slot,omitempty"` // the worker of this slot panics at start
 }
 
 // command is what the parent asks a messenger worker to do.
@@ -88,6 +90,9 @@ func messengerMain([]string) int {
 		}
 		defer f.Close()
 		logOut = f
+	}
+	if mc.CrashSlot != 0 && mc.CrashSlot == prefork.WorkerID() {
+		panic("messenger: slot " + fmt.Sprint(mc.CrashSlot) + " crashes at start (its config says so)")
 	}
 	released := make(chan os.Signal, 1)
 	signal.Notify(released, syscall.SIGUSR1) // before the worker is online
@@ -322,6 +327,8 @@ type inProcessSpec struct {
 	onMessage        func(prefork.Message)                 // nil: collect on ip.msgs
 	onRequest        func(prefork.Message) ([]byte, error) // nil: answer "parent got <data>"
 	config           messengerConfig                       // the workers' (envMessengerConfig)
+	steering         prefork.Steering
+	stopTimeout      time.Duration // 0: 5 s
 }
 
 // inProcess is a cluster whose parent is the test process.
@@ -335,6 +342,7 @@ type inProcess struct {
 	mr     *reader[prefork.Message]
 	logs   *feed[string] // the parent's JSON log records
 	dir    string        // the workers' log and config files
+	addr   string        // the address served
 
 	stopOnce sync.Once
 }
@@ -372,8 +380,9 @@ func startInProcessWith(t *testing.T, spec inProcessSpec) *inProcess {
 	ip.c = prefork.New(prefork.Config{
 		Addr:             "127.0.0.1:0",
 		Workers:          spec.workers,
-		StopTimeout:      5 * time.Second,
+		StopTimeout:      cmp.Or(spec.stopTimeout, 5*time.Second),
 		HeartbeatTimeout: spec.heartbeatTimeout,
+		Steering:         spec.steering,
 		Logger:           slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnEvent: func(ev prefork.Event) {
 			if ev.Type == prefork.EventFork || ev.Type == prefork.EventExit {
@@ -394,7 +403,7 @@ func startInProcessWith(t *testing.T, spec inProcessSpec) *inProcess {
 		ip.done <- err
 	}()
 	t.Cleanup(ip.cleanup)
-	ip.event(20*time.Second, "the cluster ready", func(ev prefork.Event) bool { return ev.Type == prefork.EventReady })
+	ip.addr = ip.event(20*time.Second, "the cluster ready", func(ev prefork.Event) bool { return ev.Type == prefork.EventReady }).Addr
 	return ip
 }
 

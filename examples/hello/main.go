@@ -30,6 +30,7 @@ func main() {
 	flag.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to serve on")
 	flag.IntVar(&cfg.Workers, "workers", 0, "worker processes (0: one per CPU)")
 	flag.TextVar(&cfg.Mode, "mode", prefork.ModeAuto, "how workers get their socket: auto, reuseport or inherit")
+	flag.TextVar(&cfg.Steering, "steering", prefork.SteerAuto, "steer new connections to slots that accept (eBPF): auto, off or required")
 	flag.DurationVar(&cfg.StopTimeout, "stop-timeout", prefork.DefaultStopTimeout, "how long a draining worker may take before it is killed")
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", prefork.DefaultReadyTimeout, "how long a new worker may take to become ready (at start, after a crash, in a reload)")
 	flag.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 0, "replace a worker that does not answer the parent's probes for this long (0: off)")

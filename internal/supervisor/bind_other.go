@@ -14,6 +14,8 @@ var errUnsupported = fmt.Errorf("prefork: worker processes are not supported on 
 
 func bind(string, string, bool) (int, string, error) { return -1, "", errUnsupported }
 
+func probeFree(string, string) error { return errUnsupported }
+
 func closeFD(int) {}
 
 func residentBytes(int) (int64, error) { return 0, errUnsupported }

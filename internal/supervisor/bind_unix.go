@@ -4,6 +4,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,31 @@ import (
 	"github.com/forkline/forkline/internal/sockfd"
 	"github.com/forkline/forkline/reuseport"
 )
+
+// probeFree fails when something listens on addr already: a listener
+// without SO_REUSEPORT conflicts with any, a reuseport group of another
+// process (same user) included, which the slots would otherwise join
+// without a word. Go sets SO_REUSEADDR, so a restart's TIME_WAIT
+// connections do not count. It listens for a moment on a port where nobody
+// did.
+func probeFree(network, addr string) error {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	l, err := lc.Listen(context.Background(), network, addr)
+	if err == nil {
+		return l.Close()
+	}
+	if errors.Is(err, unix.EADDRINUSE) {
+		if _, p, _ := net.SplitHostPort(addr); p != "" {
+			if port, _ := strconv.Atoi(p); port > 0 {
+				if who := holder(port); who != "" {
+					return fmt.Errorf("prefork: %w (held by %s)", err, who)
+				}
+			}
+		}
+	}
+	return fmt.Errorf("prefork: %w", err)
+}
 
 // bind opens one listening socket and returns the parent's raw descriptor
 // of it. The *net.TCPListener goes at once: the parent's netpoller must not

@@ -25,6 +25,7 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	MaxMemory         int64 // bytes; 0: no limit
 	MaxMessageSize    int
+	Steering          int // SteerAuto, SteerOff or SteerRequired
 
 	Logger    *slog.Logger
 	OnEvent   func(Event)

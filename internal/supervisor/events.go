@@ -20,6 +20,7 @@ const (
 	EventReloading // a reload began; Gen is the new generation
 	EventReloaded  // a reload ended; Err says why it failed, if it did
 	EventStopping  // the cluster stops
+	EventEligible  // whether the kernel may give a worker's slot a connection changed
 )
 
 // Event is one event. Worker is set for a worker's events.

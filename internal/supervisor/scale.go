@@ -64,6 +64,7 @@ func (s *Supervisor) applyScale(n int) error {
 // the socket's last.
 func (s *Supervisor) removeSlot(sl *slot) {
 	sl.removed = true
+	s.steerSlots() // out of the kernel's choice before its socket can close
 	sl.stopRespawn()
 	sl.closeSocket()
 	if w := sl.cur; w != nil {

@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"fmt"
+	"net"
 	"time"
 
 	"github.com/forkline/forkline/internal/wire"
@@ -25,6 +27,14 @@ type slot struct {
 
 	memDelay     time.Duration // MaxMemory: how long a fresh worker over the limit waits
 	memNotBefore time.Time
+
+	// Steering (steer.go).
+	queue      int       // the accept queue at the last check
+	queueSince time.Time // since when it has held connections without getting shorter
+	stalled    bool      // out of the eligible list: its queue does not move
+	pickable   bool      // the kernel may give it a new connection
+	idleSince  time.Time // without steering: since when it has had no worker
+	unlistened bool      // without steering: it stopped listening (no worker)
 }
 
 // addSlot appends a slot with its socket: a new SO_REUSEPORT socket in
@@ -46,8 +56,38 @@ func (s *Supervisor) addSlot() (*slot, error) {
 			sl.own = true
 		}
 	}
+	if s.steer != nil {
+		if err := s.steer.Add(sl.id-1, sl.fd); err != nil {
+			sl.closeSocket()
+			return nil, fmt.Errorf("prefork: steering slot %d: %w", sl.id, err)
+		}
+	}
 	s.slots = append(s.slots, sl)
 	return sl, nil
+}
+
+// resolveAddr checks that nothing listens on the address already
+// (probeFree), and gives port 0 a number: a first socket binds it, every
+// slot then binds that port by number, and release closes the first. A
+// socket bound to port 0 loses its port when it stops listening, and a
+// slot's socket must be able to listen again (checkIdle).
+func (s *Supervisor) resolveAddr(real bool) (release func(), err error) {
+	release = func() {}
+	_, port, perr := net.SplitHostPort(s.addr)
+	switch {
+	case !real || perr != nil: // a bad address: the bind says what is wrong
+		return release, nil
+	case port != "0":
+		return release, probeFree(s.cfg.Network, s.addr)
+	case s.cfg.Inherit: // one socket: it never stops listening
+		return release, nil
+	}
+	fd, bound, err := s.cfg.Bind(s.cfg.Network, s.addr, true)
+	if err != nil {
+		return nil, err
+	}
+	s.addr = bound
+	return func() { closeFD(fd) }, nil
 }
 
 // closeSocket closes the slot's own socket (its copy: a worker holding one

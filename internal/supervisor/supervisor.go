@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/forkline/forkline/internal/msg"
+	"github.com/forkline/forkline/internal/steer"
 	"github.com/forkline/forkline/internal/wire"
 )
 
@@ -56,6 +57,9 @@ type Supervisor struct {
 	target   int       // workers wanted once the handover ends; 0: none
 
 	resetsQueue bool // closing a socket's last copy resets its queue (tcp_migrate_req=0)
+
+	steer   *steer.Group // nil without steering
+	steered []int        // the eligible slot indexes written last
 
 	beatClock time.Duration // time the parent ran, as the heartbeats count it
 	lastTick  time.Time
@@ -113,11 +117,21 @@ func New(cfg Config) (*Supervisor, error) {
 	s.resp = msg.Responder{Handler: cfg.OnRequest, Log: s.log}
 	s.resetsQueue = !cfg.Inherit && migrateOff()
 	s.routes.Store(new(map[int]*worker))
+	release, err := s.resolveAddr(cfg.Bind == nil)
+	if err != nil {
+		return nil, err
+	}
 	for range cfg.Workers {
 		if _, err := s.addSlot(); err != nil {
+			release()
 			s.closeSockets()
 			return nil, err
 		}
+	}
+	release()
+	if err := s.startSteering(); err != nil {
+		s.closeSockets()
+		return nil, err
 	}
 	if s.start == nil {
 		st, err := newExecStarter(s.log, cfg.WorkerProcs, cfg.WorkerEnv)
@@ -144,6 +158,7 @@ func (s *Supervisor) Addr() string { return s.addr }
 // every worker has been reaped, every socket closed and every event
 // delivered. Run may be called once.
 func (s *Supervisor) Run() error {
+	defer s.closeSteering()
 	defer s.closeSockets()
 	defer s.start.Close()
 	s.events = startDispatcher(s.cfg.OnEvent)
@@ -157,6 +172,9 @@ func (s *Supervisor) Run() error {
 	if s.cfg.HeartbeatTimeout > 0 {
 		s.lastTick = time.Now()
 		s.every(s.cfg.HeartbeatInterval, s.heartbeat)
+	}
+	if !s.cfg.Inherit {
+		s.every(queueCheckInterval, s.checkSlots)
 	}
 	if s.cfg.MaxMemory > 0 {
 		if runtime.GOOS != "linux" && s.cfg.MemoryOf == nil {
@@ -193,6 +211,7 @@ func (s *Supervisor) loop() {
 		if s.routesDirty {
 			s.publishRoutes()
 		}
+		s.steerSlots()
 	}
 }
 

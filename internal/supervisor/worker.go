@@ -45,6 +45,7 @@ type Info struct {
 	State        State
 	Started      time.Time
 	Restarts     int
+	Eligible     bool // the kernel may give its slot a new connection, and it accepts
 }
 
 // ending says why a worker leaves. It is recorded once, by whoever learns
@@ -110,7 +111,8 @@ func (w *worker) attrs(more ...any) []any {
 }
 
 func (w *worker) info() Info {
-	return Info{ID: w.id, PID: w.pid, Gen: w.gen, State: w.state, Started: w.started, Restarts: w.restarts}
+	return Info{ID: w.id, PID: w.pid, Gen: w.gen, State: w.state, Started: w.started, Restarts: w.restarts,
+		Eligible: w.state == Listening && w.slot.pickable}
 }
 
 // WorkerError is the failure of one worker: the error it reported, or how

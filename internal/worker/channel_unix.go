@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -157,6 +159,30 @@ func takeQueue(l *net.TCPListener) []*net.TCPConn {
 		f.Close()
 	}
 	return conns
+}
+
+// ensureListening makes l's socket listen again if it stopped.
+func ensureListening(l *net.TCPListener) error {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var lerr error
+	rc.Control(func(fd uintptr) {
+		if v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && v == 0 {
+			lerr = os.NewSyscallError("listen", unix.Listen(int(fd), backlog()))
+		}
+	})
+	return lerr
+}
+
+// backlog is the backlog Go's own listeners use.
+func backlog() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+		return min(n, 1<<16-1)
+	}
+	return unix.SOMAXCONN
 }
 
 func parentPID() int { return unix.Getppid() }

@@ -87,6 +87,12 @@ func (l *listener) Close() error {
 }
 
 func (l *listener) ready() {
+	// Without steering, a slot that had no worker for a while stopped
+	// listening (the parent's fallback): its worker makes it listen again
+	// as it starts to accept.
+	if err := ensureListening(l.TCPListener); err != nil {
+		l.wk.log.Error("cannot make the slot's socket listen again", "err", err)
+	}
 	l.wk.conn.SendControl(&wire.Frame{Type: wire.TypeReady, From: uint32(l.wk.id), Payload: []byte(l.Addr().String())})
 }
 

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package supervisor
+
+// holder cannot name the process that holds a port here.
+func holder(int) string { return "" }

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package supervisor
+
+import "errors"
+
+var errNoQueue = errors.New("accept queue lengths are read on Linux only")
+
+func queueLen(int) (int, error) { return 0, errNoQueue }
+func stopListening(int) error   { return errNoQueue }
+func listening(int) bool        { return true }

@@ -1,0 +1,227 @@
+package supervisor
+
+import (
+	"slices"
+	"time"
+
+	"github.com/forkline/forkline/internal/steer"
+)
+
+// Steering: the parent decides which slots' sockets the kernel may give a
+// new connection (internal/steer). A slot is eligible while one of its
+// workers is listening and it does not stall; the list is rewritten at the
+// end of any loop step that changed a worker's state (steerSlots). Without
+// the program (SteerOff, or no CAP_BPF, or not Linux), a slot that has no
+// worker at all for idleSlotAfter stops listening instead (checkSlots).
+
+// Steering modes (package prefork exports them).
+const (
+	SteerAuto     = iota // steer when the program loads; say once why not
+	SteerOff             // never steer
+	SteerRequired        // fail to start without it
+)
+
+const (
+	// queueCheckInterval is how often the accept queues are read.
+	queueCheckInterval = 50 * time.Millisecond
+	// stallAfter: a queue that has held connections without ever getting
+	// shorter for this long, while other slots accept, stalls its slot.
+	stallAfter = 200 * time.Millisecond
+	// idleSlotAfter: without steering, a slot with no worker for this long
+	// stops listening until its next worker starts.
+	idleSlotAfter = time.Second
+)
+
+// startSteering loads the program and attaches it to the slots' group.
+func (s *Supervisor) startSteering() error {
+	if s.cfg.Steering == SteerOff || s.cfg.Inherit {
+		return nil
+	}
+	g, err := steer.New()
+	if err == nil {
+		err = g.Attach(s.slots[0].fd)
+		for _, sl := range s.slots {
+			if err == nil {
+				err = g.Add(sl.id-1, sl.fd)
+			}
+		}
+		if err != nil {
+			g.Close()
+		}
+	}
+	if err != nil {
+		if s.cfg.Steering == SteerRequired {
+			return err
+		}
+		s.log.Warn("steering is off: the kernel picks sockets by its hash alone, and a slot without a worker stops listening after "+idleSlotAfter.String(), "err", err)
+		return nil
+	}
+	s.steer = g
+	s.log.Info("steering new connections to eligible slots (eBPF)", "workers", len(s.slots))
+	return nil
+}
+
+// eligible says whether the kernel may pick sl's socket.
+func (s *Supervisor) eligible(sl *slot) bool {
+	if sl.removed || sl.stalled {
+		return false
+	}
+	if w := sl.cur; w != nil && w.state == Listening {
+		return true
+	}
+	if s.ho != nil {
+		if w := s.ho.next[sl]; w != nil && w.state == Listening {
+			return true
+		}
+	}
+	return false
+}
+
+// steerSlots writes the eligible slots when they changed. With none, the
+// list is empty and the kernel's own hash picks: a cluster with no worker
+// able to accept is no worse off than without steering. It then notes,
+// for Workers and the events, which slots the kernel may pick.
+func (s *Supervisor) steerSlots() {
+	if s.steer != nil {
+		var list []int
+		for _, sl := range s.slots {
+			if s.eligible(sl) {
+				list = append(list, sl.id-1)
+			}
+		}
+		if !slices.Equal(list, s.steered) || s.steered == nil {
+			if err := s.steer.SetEligible(list); err != nil {
+				s.log.Error("cannot steer: the eligible list was not written", "err", err)
+				return
+			}
+			s.steered = append(make([]int, 0, len(list)), list...)
+			s.log.Debug("eligible slots", "slots", ids(list))
+		}
+	}
+	for _, sl := range s.slots {
+		s.setPickable(sl)
+	}
+}
+
+// setPickable records whether the kernel may give sl a new connection,
+// and emits EventEligible for its serving worker when that changed.
+func (s *Supervisor) setPickable(sl *slot) {
+	p := !sl.removed && !sl.unlistened
+	if s.steer != nil {
+		p = len(s.steered) == 0 || slices.Contains(s.steered, sl.id-1)
+	}
+	if p == sl.pickable {
+		return
+	}
+	sl.pickable = p
+	if w := sl.cur; w != nil && w.state == Listening {
+		s.emit(Event{Type: EventEligible, Worker: w.info()})
+	}
+}
+
+func (s *Supervisor) closeSteering() {
+	if s.steer != nil {
+		s.steer.Close() // the group keeps the program until its last socket closes
+		s.steer = nil
+	}
+}
+
+func ids(indexes []int) []int {
+	out := make([]int, len(indexes))
+	for i, x := range indexes {
+		out[i] = x + 1
+	}
+	return out
+}
+
+// checkSlots runs every queueCheckInterval: with steering it finds the
+// slots whose worker stalls; without, the slots left without a worker.
+func (s *Supervisor) checkSlots() {
+	now := time.Now()
+	for _, sl := range s.slots {
+		if s.steer != nil {
+			s.checkStall(sl, now)
+		} else {
+			s.checkIdle(sl, now)
+		}
+	}
+	s.steerSlots()
+}
+
+// checkStall reads sl's accept queue from the parent's copy: one that holds
+// connections and has not got shorter for stallAfter belongs to a worker
+// that does not accept (stopped, frozen, in a long GC, wedged), heartbeats
+// or not. The slot leaves the list until the queue moves again; what is
+// queued stays for that worker or its successor.
+func (s *Supervisor) checkStall(sl *slot, now time.Time) {
+	q, err := queueLen(sl.fd)
+	if err != nil {
+		return
+	}
+	prev := sl.queue
+	sl.queue = q
+	switch {
+	case q == 0 || q < prev:
+		sl.queueSince = time.Time{}
+		if sl.stalled {
+			sl.stalled = false
+			s.log.Info("slot accepts again: steering new connections to it", "worker", sl.id, "queued", q)
+		}
+	case sl.queueSince.IsZero():
+		sl.queueSince = now
+	case !sl.stalled && now.Sub(sl.queueSince) >= stallAfter && s.othersAccept(sl):
+		sl.stalled = true
+		s.log.Warn("slot stalls: its queue has not moved; steering new connections away", "worker", sl.id, "queued", q, "for", now.Sub(sl.queueSince).Round(time.Millisecond))
+	}
+}
+
+func (s *Supervisor) othersAccept(sl *slot) bool {
+	for _, o := range s.slots {
+		if o != sl && s.eligible(o) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkIdle: without steering, a slot that has had no worker at all (a
+// crash loop backing off, Disconnect) for idleSlotAfter stops listening, so
+// that the kernel stops queueing connections nobody will accept; its next
+// worker makes it listen again at its first Accept (a worker that dies
+// before that leaves it as it is). What was queued on it is reset, unless
+// net.ipv4.tcp_migrate_req=1 moves it to the other sockets; the log says
+// which.
+func (s *Supervisor) checkIdle(sl *slot, now time.Time) {
+	if sl.unlistened && listening(sl.fd) {
+		sl.unlistened = false // a worker made it listen again
+	}
+	if sl.unlistened || sl.fd < 0 || !sl.own || sl.removed || s.hasWorker(sl) {
+		sl.idleSince = time.Time{}
+		return
+	}
+	if sl.idleSince.IsZero() {
+		sl.idleSince = now
+		return
+	}
+	if now.Sub(sl.idleSince) < idleSlotAfter {
+		return
+	}
+	q, _ := queueLen(sl.fd)
+	if err := stopListening(sl.fd); err != nil {
+		s.log.Error("cannot stop an idle slot's socket listening", "worker", sl.id, "err", err)
+		return
+	}
+	sl.unlistened = true
+	fate := "reset (net.ipv4.tcp_migrate_req=0)"
+	if !s.resetsQueue {
+		fate = "moved to the other sockets"
+	}
+	s.log.Warn("slot has had no worker for "+idleSlotAfter.String()+": it stops listening until its next worker starts", "worker", sl.id, "queued", q, "queued_connections", fate)
+}
+
+func (s *Supervisor) hasWorker(sl *slot) bool {
+	if sl.cur != nil {
+		return true
+	}
+	return s.ho != nil && s.ho.next[sl] != nil
+}
