@@ -2,7 +2,7 @@
 GO ?= go
 OSES := darwin freebsd openbsd windows
 
-.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload soak clean
+.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload bench-steer soak clean
 
 all: lint test
 
@@ -40,6 +40,9 @@ bench-ipc:
 
 bench-reload:
 	cd bench && $(GO) run ./reload
+
+bench-steer:
+	cd bench && $(GO) run ./steer
 
 # Chaos soak, 60 s (not part of make test): make soak SOAKFLAGS='-duration 15s -seed N'
 soak:
