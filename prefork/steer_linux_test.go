@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/forkline/forkline/internal/steer"
 	"github.com/forkline/forkline/prefork"
 )
 
@@ -48,8 +49,15 @@ func startSteered(t *testing.T, spec inProcessSpec) *inProcess {
 	return startInProcessWith(t, spec)
 }
 
-// steerable reports whether this process may load the program (root).
-func steerable() bool { return os.Geteuid() == 0 }
+// steerable reports whether the program loads here, trying once.
+var steerable = sync.OnceValue(func() bool {
+	g, err := steer.New()
+	if err != nil {
+		return false
+	}
+	g.Close()
+	return true
+})
 
 // failedOf sends steerRequests requests and counts those that failed.
 func failedOf(addr string) int {
