@@ -95,11 +95,14 @@ func acceptAll(t *testing.T, l listener) int {
 	}
 }
 
-func TestSelection(t *testing.T) {
-	g := newGroup(t)
-	a := listen(t, "127.0.0.1:0")
-	addr := a.Addr().String()
-	b := listen(t, addr)
+// steeredPair makes a group of two sockets, a at index 0 and b at 1,
+// with the program attached.
+func steeredPair(t *testing.T) (g *Group, a, b listener, addr string) {
+	t.Helper()
+	g = newGroup(t)
+	a = listen(t, "127.0.0.1:0")
+	addr = a.Addr().String()
+	b = listen(t, addr)
 	for i, l := range []listener{a, b} {
 		if err := g.Add(i, l.fd); err != nil {
 			t.Fatal(err)
@@ -108,6 +111,11 @@ func TestSelection(t *testing.T) {
 	if err := g.Attach(a.fd); err != nil {
 		t.Fatal(err)
 	}
+	return g, a, b, addr
+}
+
+func TestSelection(t *testing.T) {
+	g, a, b, addr := steeredPair(t)
 	foreign := listen(t, addr) // joins the group; never listed
 	for _, tc := range []struct {
 		eligible []int
@@ -138,18 +146,7 @@ func TestSelection(t *testing.T) {
 // A socket that closes with connections queued hands them to an eligible
 // socket, whatever net.ipv4.tcp_migrate_req says (it is 0 on most hosts).
 func TestCloseMigrates(t *testing.T) {
-	g := newGroup(t)
-	a := listen(t, "127.0.0.1:0")
-	addr := a.Addr().String()
-	b := listen(t, addr)
-	for i, l := range []listener{a, b} {
-		if err := g.Add(i, l.fd); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := g.Attach(a.fd); err != nil {
-		t.Fatal(err)
-	}
+	g, a, b, addr := steeredPair(t)
 	if err := g.SetEligible([]int{0}); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,12 @@ var typeNames = map[EventType]string{EventFork: "fork", EventOnline: "online", E
 	EventDisconnect: "disconnect", EventExit: "exit", EventReady: "ready", EventReloading: "reloading",
 	EventReloaded: "reloaded", EventStopping: "stopping"}
 
+// advance lets d of the bubble's time pass: inside testing/synctest,
+// time.Sleep returns once every goroutine of the bubble waits and the fake
+// clock has moved by d. It is how these tests say "2 s later"; what they
+// wait for, they wait for with synctest.Wait or a channel.
+func advance(d time.Duration) { time.Sleep(d) }
+
 // drainEvents returns the events delivered so far.
 func (h *harness) drainEvents() []Event {
 	synctest.Wait()
@@ -99,7 +105,7 @@ func TestBackoffDelays(t *testing.T) {
 				t.Errorf("crash %d: replaced after %v, want %v", i+1, got, d)
 			}
 		}
-		time.Sleep(stableAfter)
+		advance(stableAfter)
 		fw.crash <- 3
 		h.event("exit", exitOf(fw.pid))
 		crashed := time.Now()
@@ -149,7 +155,7 @@ func TestReloadAbort(t *testing.T) {
 		if ev.Gen != 2 || ev.Err == nil {
 			t.Errorf("reloaded event: gen %d err %v", ev.Gen, ev.Err)
 		}
-		time.Sleep(2 * time.Second) // the slow gen 2 worker would be ready by now
+		advance(2 * time.Second) // the slow gen 2 worker would be ready by now
 		synctest.Wait()
 		for _, in := range h.s.Workers() {
 			if in.Gen != 1 || in.State != Listening {
@@ -288,7 +294,7 @@ func TestHeartbeatVerdict(t *testing.T) {
 		if got := time.Since(began); got != 3500*time.Millisecond {
 			t.Errorf("killed %v after ready, want 3.5s", got)
 		}
-		time.Sleep(time.Minute)
+		advance(time.Minute)
 		for _, in := range h.s.Workers() {
 			if in.ID == 1 && in.PID != 1001 {
 				t.Errorf("the healthy worker was replaced: %+v", in)
@@ -309,16 +315,16 @@ func TestPausedParentBlamesNobody(t *testing.T) {
 		// Ticks at 0.5 s, 1 s ...: the parent stops reading answers at
 		// 2.4 s, the tick of 2.5 s pings, and at 2.6 s its loop stops too:
 		// that ping's answer waits unread, as in a stopped parent.
-		time.Sleep(2400 * time.Millisecond)
+		advance(2400 * time.Millisecond)
 		st.pause()
-		time.Sleep(200 * time.Millisecond)
+		advance(200 * time.Millisecond)
 		hold := make(chan struct{})
 		h.s.call(func() { <-hold })
-		time.Sleep(5 * time.Second)
+		advance(5 * time.Second)
 		close(hold)     // the loop runs first: its late tick finds that ping unanswered
 		synctest.Wait() // that tick has run
 		st.resume()     // then the answers are read
-		time.Sleep(10 * time.Second)
+		advance(10 * time.Second)
 		for _, ev := range h.drainEvents() {
 			if ev.Type == EventExit {
 				t.Errorf("a worker was replaced after the parent's pause: %+v", ev)
@@ -387,7 +393,7 @@ func TestMemoryBackoff(t *testing.T) {
 		cfg := Config{Workers: 1, MaxMemory: 1 << 20, MemoryOf: func(int) (int64, error) { return 64 << 20, nil }}
 		h := start(t, cfg, newFakeStarter())
 		h.ready()
-		time.Sleep(time.Minute)
+		advance(time.Minute)
 		recycles := h.logs.count("msg=recycled")
 		// At 11 s (after 10 s), then 20 s after the successor was found
 		// over the limit at once (32 s): two in a minute, not sixty.
@@ -415,7 +421,7 @@ func TestDisconnectThenRefill(t *testing.T) {
 		if !ev.Asked || ev.Reason != "disconnect" {
 			t.Errorf("exit: %+v", ev)
 		}
-		time.Sleep(time.Minute)
+		advance(time.Minute)
 		if ws := h.s.Workers(); len(ws) != 1 {
 			t.Errorf("workers a minute after Disconnect: %+v", ws)
 		}
