@@ -130,15 +130,6 @@ func New(cfg Config) *Cluster {
 // ":8080". It is New(Config{}).Run(h).
 func Run(h http.Handler) error { return New(Config{}).Run(h) }
 
-// Run serves h over HTTP/1.1 in every worker, with a drain that loses no
-// request: on drain a worker stops accepting, answers the requests it has
-// already accepted (with "Connection: close"), closes idle keep-alive
-// connections, and exits. In the parent, Run supervises until a signal or
-// Shutdown stops the cluster; see Serve.
-func (c *Cluster) Run(h http.Handler) error {
-	return c.Serve(serveHTTP(h, c.cfg.normalized()))
-}
-
 // Serve runs the cluster with fn as each worker's server.
 //
 // In the parent, Serve checks the Config (an invalid value is an error

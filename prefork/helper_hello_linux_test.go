@@ -98,6 +98,11 @@ func helloMain(args []string) int {
 	slowFromGen := fs.Int("slow-from-gen", 0, "workers of this generation and later never accept: they wait for their drain (0: none)")
 	holdFromGen := fs.Int("hold-from-gen", 0, "workers of this generation and later wait for SIGUSR1 before they serve (0: none)")
 	panicStart := fs.Bool("panic-start", false, "workers panic before they serve")
+	var web webFlags
+	fs.StringVar(&web.certFile, "tls-cert", "", "serve HTTPS (and HTTP/2) with this certificate (RunServerTLS)")
+	fs.StringVar(&web.keyFile, "tls-key", "", "its key")
+	fs.BoolVar(&web.h2c, "h2c", false, "serve HTTP/2 without TLS too (RunServer, Protocols)")
+	fs.DurationVar(&web.readHeaderTimeout, "read-header-timeout", 0, "serve with RunServer and this ReadHeaderTimeout (0: Run's defaults)")
 	reloadTimeout := fs.Duration("reload-timeout", 30*time.Second, "bound of each Cluster.Reload call on SIGUSR2")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -136,7 +141,7 @@ func helloMain(args []string) int {
 	case release != nil:
 		err = c.Serve(heldServe(mux, release))
 	default:
-		err = c.Run(mux)
+		err = web.serve(c, mux)
 	}
 	obs.write(observation{Kind: kindRun, Err: errText(err)})
 	if err != nil {

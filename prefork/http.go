@@ -2,180 +2,191 @@ package prefork
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log"
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/forkline/forkline/internal/worker"
 )
 
-// maxIdleGrace is how long, at most, a draining worker leaves an idle
-// keep-alive connection open for its client to send one more request (which
-// is answered with "Connection: close"). Closing an idle connection races
-// with a request the client may be sending on it at that moment; a client in
-// a request loop uses the grace at once, so most connections end cleanly.
+// Defaults of the http.Server that Run serves a handler with. Idle and slow
+// clients cannot hold a worker (or, in a reload, a whole generation) past
+// its drain anyway: see ServeHTTP.
+const (
+	// DefaultReadHeaderTimeout bounds how long a client may take to send a
+	// request's headers (a slowloris client is cut then).
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultIdleTimeout closes a keep-alive connection idle for this long.
+	DefaultIdleTimeout = 2 * time.Minute
+)
+
+// maxIdleGrace is how long, at most, a draining worker leaves a connection
+// that has no request in flight for its client: an idle keep-alive
+// connection gets that long to send one more request (answered with
+// "Connection: close"), and a new one that long to send its first, after
+// which it is closed. Closing an idle connection races with a request the
+// client may be sending on it at that moment; a client in a request loop
+// uses the grace at once, so it ends cleanly.
 const maxIdleGrace = time.Second
 
 // parentGoneDrain bounds the drain of a worker whose parent died: within
 // the grace after which the worker ends on its own (~500 ms).
 const parentGoneDrain = 400 * time.Millisecond
 
-// serveHTTP returns the ServeFunc behind Cluster.Run.
+// Run serves h over HTTP/1.1 in every worker with the drain of ServeHTTP
+// and the server's safe defaults: DefaultReadHeaderTimeout and
+// DefaultIdleTimeout. In the parent, Run supervises until a signal or
+// Shutdown stops the cluster; see Serve.
+func (c *Cluster) Run(h http.Handler) error {
+	return c.RunServer(&http.Server{Handler: h, ReadHeaderTimeout: DefaultReadHeaderTimeout, IdleTimeout: DefaultIdleTimeout})
+}
+
+// RunServer serves srv in every worker, on the cluster's address, with the
+// drain of ServeHTTP: its handler, timeouts, TLSConfig (HTTPS, and HTTP/2
+// where its NextProtos allow), Protocols (h2c with SetUnencryptedHTTP2),
+// BaseContext and ConnContext are the user's; timeouts left zero stay zero.
+// In the parent, RunServer supervises, as Serve does. srv is not used
+// otherwise: build it in code that runs in every process, before
+// RunServer.
+func (c *Cluster) RunServer(srv *http.Server) error {
+	return c.Serve(func(ctx context.Context, ln net.Listener) error { return ServeHTTP(ctx, ln, srv) })
+}
+
+// RunServerTLS is RunServer over HTTPS with the certificate and key read
+// from the files, as http.Server.ServeTLS reads them. Every worker reads
+// them when it starts, so a reload picks up a renewed certificate. Other
+// settings come from srv.TLSConfig if it is set.
+func (c *Cluster) RunServerTLS(srv *http.Server, certFile, keyFile string) error {
+	return c.Serve(func(ctx context.Context, ln net.Listener) error {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return err
+		}
+		cfg := &tls.Config{}
+		if srv.TLSConfig != nil {
+			cfg = srv.TLSConfig.Clone()
+		}
+		cfg.Certificates = append(cfg.Certificates, cert)
+		srv.TLSConfig = cfg
+		return ServeHTTP(ctx, ln, srv)
+	})
+}
+
+// ServeHTTP serves srv on ln until ctx is done, then drains without losing
+// a request, and returns once every connection is done (or at the worker's
+// StopTimeout, when what is left is cut). It is Run's drain, for a
+// ServeFunc that serves HTTP beside something else, or on a listener of its
+// own (Listener):
 //
-// http.Server.Shutdown alone was measured to fail connections that had been
-// accepted but whose first request was not read yet (113-160 failed requests
-// over 20 reloads of a busy worker). So the drain goes in stages: accept
-// what is already queued and stop accepting (readyListener.drain), answer every
-// request already accepted with "Connection: close", give idle keep-alive
-// connections a short grace, and only then Shutdown.
-func serveHTTP(h http.Handler, cfg Config) ServeFunc {
-	return func(ctx context.Context, ln net.Listener) error {
-		tr := &connTracker{changed: make(chan struct{}, 1)}
-		count := worker.CountRequests(ctx)
-		srv := &http.Server{
-			ErrorLog: errorLog(ctx, cfg.Logger),
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if tr.draining.Load() {
-					w.Header().Set("Connection", "close")
-				}
-				if count != nil {
-					count()
-				}
-				h.ServeHTTP(w, r)
-			}),
-			ConnState: tr.track,
+//  1. forkline's listener hands out the connections already queued, then
+//     fails, and srv's accept loop ends: nothing queued is abandoned;
+//  2. every request in flight or to come is answered with
+//     "Connection: close" (HTTP/1; HTTP/2 clients get a GOAWAY at step 4);
+//  3. a connection with no request in flight gets maxIdleGrace (1 s) to
+//     send one: an idle keep-alive client its next, a new client its first;
+//     a new one that has not sent a complete request by then is closed, so
+//     that idle or slow clients cannot hold a drain;
+//  4. then srv.Shutdown, which waits for what is still active.
+//
+// (http.Server.Shutdown alone closes, unanswered, a connection whose first
+// request it has not read yet: measured, 113-160 failed requests over 20
+// reloads of a busy worker.)
+//
+// ServeHTTP serves TLS when srv.TLSConfig has a certificate (Certificates,
+// GetCertificate or GetConfigForClient): pass forkline's listener, not one
+// wrapped with tls.NewListener, so that the drain sees every connection.
+// It sets srv's ConnState (calling srv's own first) and wraps its Handler,
+// and sets ErrorLog, when it is nil, to the cluster's Logger with the
+// worker's id: srv must not be served by anything else.
+func ServeHTTP(ctx context.Context, ln net.Listener, srv *http.Server) error {
+	d := newDrainer(ctx, srv)
+	errc := make(chan error, 1)
+	go func() { errc <- d.serve(srv, trackingListener{ln}) }()
+	served := false
+	select {
+	case err := <-errc:
+		if ctx.Err() == nil {
+			return err // the server failed on its own
 		}
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(trackingListener{ln}) }()
-		served := false
-		select {
-		case err := <-errc:
-			if ctx.Err() == nil {
-				return err // Serve failed on its own
-			}
-			served = true // the drain ended the accept loop first
-		case <-ctx.Done():
-		}
-
-		// The worker's listener hands out what is queued once ctx is
-		// done, then fails Accept: Serve returns with nothing abandoned.
-		tr.draining.Store(true)
-		if !served {
-			<-errc
-		}
-
-		deadline := cfg.StopTimeout
-		if errors.Is(context.Cause(ctx), worker.ErrParentGone) {
-			deadline = parentGoneDrain
-		}
-		dctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
-		tr.waitQuiet(dctx, min(maxIdleGrace, deadline/4))
-		if err := srv.Shutdown(dctx); err != nil {
-			srv.Close() // out of time: what is left is cut
-		}
-		return nil
+		served = true // the drain ended the accept loop first
+	case <-ctx.Done():
 	}
+	deadline := worker.StopTimeout(ctx)
+	if deadline <= 0 {
+		deadline = DefaultStopTimeout
+	}
+	if errors.Is(context.Cause(ctx), worker.ErrParentGone) {
+		deadline = parentGoneDrain
+	}
+	grace := min(maxIdleGrace, deadline/4)
+	d.tr.drain(grace)
+	if !served {
+		<-errc // the listener hands out what is queued, then fails
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	d.tr.waitQuiet(dctx, grace)
+	if err := srv.Shutdown(dctx); err != nil {
+		srv.Close() // out of time: what is left is cut
+	}
+	return nil
+}
+
+// drainer is ServeHTTP's hold on a server.
+type drainer struct {
+	tr  *connTracker
+	tls bool
+}
+
+func newDrainer(ctx context.Context, srv *http.Server) *drainer {
+	d := &drainer{tr: newConnTracker()}
+	if c := srv.TLSConfig; c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil) {
+		d.tls = true
+	}
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	count := worker.CountRequests(ctx)
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.tr.draining.Load() && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		if count != nil {
+			count()
+		}
+		h.ServeHTTP(w, r)
+	})
+	user := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		if user != nil {
+			user(c, st)
+		}
+		d.tr.track(c, st)
+	}
+	if srv.ErrorLog == nil {
+		srv.ErrorLog = errorLog(ctx)
+	}
+	return d
+}
+
+func (d *drainer) serve(srv *http.Server, ln net.Listener) error {
+	if d.tls {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
 }
 
 // errorLog sends the server's own log (a panic it recovered, a TLS
 // handshake error) to the cluster's logger, with the worker's id.
-func errorLog(ctx context.Context, l *slog.Logger) *log.Logger {
-	if wl := worker.Log(ctx); wl != nil {
-		l = wl
+func errorLog(ctx context.Context) *log.Logger {
+	l := worker.Log(ctx)
+	if l == nil {
+		l = slog.Default()
 	}
 	return slog.NewLogLogger(l.Handler(), slog.LevelError)
-}
-
-// connTracker follows every connection's state (http.Server.ConnState)
-// with two counters and a state word in each connection, so that the
-// request path pays a few atomic operations, not a lock and a map.
-type connTracker struct {
-	counts   [3]atomic.Int64 // by class: none, busy (new or active), idle
-	draining atomic.Bool
-	changed  chan struct{} // poked on every change while draining; capacity 1
-}
-
-const (
-	classNone = iota
-	classBusy
-	classIdle
-)
-
-func class(st http.ConnState) int32 {
-	switch st {
-	case http.StateNew, http.StateActive:
-		return classBusy
-	case http.StateIdle:
-		return classIdle
-	}
-	return classNone
-}
-
-// trackedConn is an accepted connection with its tracking class. The
-// *net.TCPConn is embedded so that its other methods (ReadFrom for
-// sendfile, CloseWrite) stay visible to net/http.
-type trackedConn struct {
-	*net.TCPConn
-	class atomic.Int32
-}
-
-// trackingListener wraps each accepted TCP connection in a trackedConn.
-type trackingListener struct{ net.Listener }
-
-func (l trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok {
-		return &trackedConn{TCPConn: tc}, nil
-	}
-	return c, err
-}
-
-func (t *connTracker) track(c net.Conn, st http.ConnState) {
-	tc, ok := c.(*trackedConn)
-	if !ok {
-		return
-	}
-	next := class(st)
-	if prev := tc.class.Swap(next); prev != next {
-		t.counts[prev].Add(-1)
-		t.counts[next].Add(1)
-	}
-	if t.draining.Load() {
-		select {
-		case t.changed <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// busy counts the connections that are new (accepted, no request read yet)
-// or active, and those that are idle.
-func (t *connTracker) busy() (busy, idle int64) {
-	return t.counts[classBusy].Load(), t.counts[classIdle].Load()
-}
-
-// waitQuiet returns when no connection is new or active and the idle ones
-// have had grace to send a last request, or when ctx ends.
-func (t *connTracker) waitQuiet(ctx context.Context, grace time.Duration) {
-	graceEnd := time.NewTimer(grace)
-	defer graceEnd.Stop()
-	graceOver := false
-	for {
-		busy, idle := t.busy()
-		if busy == 0 && (idle == 0 || graceOver) {
-			return
-		}
-		select {
-		case <-t.changed:
-		case <-graceEnd.C:
-			graceOver = true
-		case <-ctx.Done():
-			return
-		}
-	}
 }

@@ -24,7 +24,9 @@ func BenchmarkRequestPath(b *testing.B) {
 			context.AfterFunc(ctx, func() { srv.Close() })
 			return srv.Serve(ln)
 		}},
-		{"forkline", serveHTTP(h, Config{}.normalized())},
+		{"forkline", func(ctx context.Context, ln net.Listener) error {
+			return ServeHTTP(ctx, ln, &http.Server{Handler: h})
+		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) { benchServe(b, tc.serve) })
 	}

@@ -153,6 +153,16 @@ func CountRequests(ctx context.Context) func() {
 	return wk.count
 }
 
+// StopTimeout returns the worker's Config.StopTimeout, or 0 outside a
+// worker's serving function.
+func StopTimeout(ctx context.Context) time.Duration {
+	wk, _ := ctx.Value(workerKey{}).(*Worker)
+	if wk == nil {
+		return 0
+	}
+	return wk.cfg.StopTimeout
+}
+
 // Log returns the worker's logger (its records carry worker, pid and gen),
 // or nil outside a worker's serving function.
 func Log(ctx context.Context) *slog.Logger {
