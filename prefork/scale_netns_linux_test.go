@@ -283,6 +283,7 @@ func scaleMigrateMain(args []string) int {
 		Addr:        "127.0.0.1:0",
 		Workers:     *workers,
 		Mode:        prefork.ModeReusePort,
+		Steering:    prefork.SteerOff, // this measures the kernel's tcp_migrate_req: no program may move queues
 		StopTimeout: 5 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, lineWriter{logs}), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		OnEvent:     func(ev prefork.Event) { events <- ev },
