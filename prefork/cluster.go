@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -145,6 +147,12 @@ func Run(h http.Handler) error { return New(Config{}).Run(h) }
 // does; it returns ErrNoParent in a process started by hand with the
 // worker variables. A Cluster runs once: Serve may not be called again.
 func (c *Cluster) Serve(fn ServeFunc) error {
+	return c.serve(false, func(cfg Config) error { return c.runWorker(cfg, fn) })
+}
+
+// serve runs the cluster: the parent, or in a worker, work; packet says
+// that work serves a datagram address.
+func (c *Cluster) serve(packet bool, work func(Config) error) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -161,8 +169,14 @@ func (c *Cluster) Serve(fn ServeFunc) error {
 		return err
 	}
 	cfg := c.cfg.normalized()
+	if udp := strings.HasPrefix(cfg.Network, "udp"); udp != packet {
+		if udp {
+			return fmt.Errorf("prefork: the cluster's address %s is %s: serve it with ServePacket", cfg.Addr, cfg.Network)
+		}
+		return fmt.Errorf("prefork: ServePacket needs a udp address, not %s %s", cfg.Network, cfg.Addr)
+	}
 	if IsWorker() {
-		return c.runWorker(cfg, fn)
+		return work(cfg)
 	}
 	return c.runParent(cfg)
 }

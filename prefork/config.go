@@ -118,13 +118,24 @@ func (s *Steering) UnmarshalText(text []byte) error {
 // of Run's drain) come from the new binary; the parent keeps its own values
 // of the others until it is restarted.
 type Config struct {
-	// Addr is the TCP address to serve on. Empty means ":$PORT" when the
-	// PORT environment variable is set, and DefaultAddr (":8080") otherwise.
+	// Addr is the address to serve on. Empty means ":$PORT" when the PORT
+	// environment variable is set, and DefaultAddr (":8080") otherwise.
 	// Port 0 picks a free port once; every worker serves on that port.
 	Addr string
 
-	// Network is "tcp" (default), "tcp4" or "tcp6".
+	// Network is Addr's network: "tcp" (default), "tcp4", "tcp6"; "udp",
+	// "udp4", "udp6" (serve it with ServePacket); or "unix" (Addr is a
+	// path; see Address).
 	Network string
+
+	// Addresses, when set, lists every address the cluster serves, instead
+	// of Addr and Network (which must then be empty): the first is the
+	// main one, handed to the serving function; a serving function finds
+	// the others by name with Listener or PacketConn. Every slot gets a
+	// socket of its own for each TCP and UDP address (in reuseport mode:
+	// each address its own reuseport group, steered like the first); a
+	// unix address is one socket for all.
+	Addresses []Address
 
 	// Workers is the number of worker processes. Zero means one per CPU the
 	// process may use: the Go runtime's default GOMAXPROCS, which, unlike
@@ -224,6 +235,15 @@ type Config struct {
 
 // normalized returns c with every zero field replaced by its default.
 func (c Config) normalized() Config {
+	if len(c.Addresses) > 0 {
+		c.Addresses = append([]Address(nil), c.Addresses...)
+		for i := range c.Addresses {
+			if c.Addresses[i].Network == "" {
+				c.Addresses[i].Network = DefaultNetwork
+			}
+		}
+		c.Network, c.Addr = c.Addresses[0].Network, c.Addresses[0].Addr
+	}
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 		if port := os.Getenv("PORT"); port != "" {
@@ -275,10 +295,8 @@ func defaultGOMAXPROCS() int {
 // check reports a configuration the cluster cannot run with, naming the
 // field: a value is never silently replaced by a default.
 func (c Config) check() error {
-	switch c.Network {
-	case "", "tcp", "tcp4", "tcp6":
-	default:
-		return fmt.Errorf("prefork: Config.Network %q: want tcp, tcp4 or tcp6", c.Network)
+	if err := checkAddresses(c); err != nil {
+		return err
 	}
 	if c.Steering < SteerAuto || c.Steering > SteerRequired {
 		return fmt.Errorf("prefork: Config.Steering %v: want SteerAuto, SteerOff or SteerRequired", c.Steering)
@@ -324,7 +342,7 @@ func value(name string, v int64) string {
 // supervisorConfig is what the parent's supervisor runs with.
 func (c Config) supervisorConfig(inherit bool) supervisor.Config {
 	sc := supervisor.Config{
-		Network: c.Network, Addr: c.Addr, Workers: c.Workers, Inherit: inherit,
+		Addrs: c.addrs(), Workers: c.Workers, Inherit: inherit,
 		StopTimeout: c.StopTimeout, ReadyTimeout: c.ReadyTimeout,
 		HeartbeatTimeout: c.HeartbeatTimeout, HeartbeatInterval: c.HeartbeatInterval,
 		MaxMemory: c.MaxMemory, MaxMessageSize: c.MaxMessageSize, Logger: c.Logger, Steering: int(c.Steering),

@@ -29,8 +29,8 @@ func TestConfigDefaults(t *testing.T) {
 		c.ReadyTimeout != DefaultReadyTimeout || c.MaxMessageSize != DefaultMaxMessageSize || c.Logger == nil {
 		t.Errorf("defaults: %+v", c)
 	}
-	if err := (Config{Network: "udp"}).normalized().check(); err == nil {
-		t.Error("udp accepted")
+	if err := (Config{Network: "sctp"}).normalized().check(); err == nil {
+		t.Error("sctp accepted")
 	}
 	c = Config{HeartbeatTimeout: 500 * time.Millisecond}.normalized()
 	if c.HeartbeatInterval != 250*time.Millisecond {
@@ -89,7 +89,7 @@ func TestConfigCheck(t *testing.T) {
 		{Config{HeartbeatTimeout: time.Second, HeartbeatInterval: time.Second}, "prefork: Config.HeartbeatInterval 1s is not shorter than HeartbeatTimeout 1s"},
 		{Config{HeartbeatTimeout: time.Second, HeartbeatInterval: 3 * time.Second}, "prefork: Config.HeartbeatInterval 3s is not shorter than HeartbeatTimeout 1s"},
 		{Config{HeartbeatInterval: time.Second}, "prefork: Config.HeartbeatInterval 1s is set but HeartbeatTimeout is not"},
-		{Config{Network: "udp"}, `prefork: Config.Network "udp"`},
+		{Config{Network: "sctp"}, `prefork: Config.Network "sctp"`},
 		{Config{Mode: Mode(7)}, "prefork: Config.Mode Mode(7)"},
 	} {
 		err := tc.cfg.check()

@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -26,14 +28,20 @@ import (
 func probeFree(network, addr string) error {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
-	l, err := lc.Listen(context.Background(), network, addr)
+	var c io.Closer
+	var err error
+	if strings.HasPrefix(network, "udp") {
+		c, err = lc.ListenPacket(context.Background(), network, addr)
+	} else {
+		c, err = lc.Listen(context.Background(), network, addr)
+	}
 	if err == nil {
-		return l.Close()
+		return c.Close()
 	}
 	if errors.Is(err, unix.EADDRINUSE) {
 		if _, p, _ := net.SplitHostPort(addr); p != "" {
 			if port, _ := strconv.Atoi(p); port > 0 {
-				if who := holder(port); who != "" {
+				if who := holder(network, port); who != "" {
 					return fmt.Errorf("prefork: %w (held by %s)", err, who)
 				}
 			}
@@ -42,9 +50,10 @@ func probeFree(network, addr string) error {
 	return fmt.Errorf("prefork: %w", err)
 }
 
-// bind opens one listening socket and returns the parent's raw descriptor
-// of it. The *net.TCPListener goes at once: the parent's netpoller must not
-// wake for every connection on a socket that only workers accept from.
+// bind opens one socket on addr, listening (tcp, unix) or bound (udp),
+// and returns the parent's raw descriptor of it and the address bound. The
+// Go listener or conn goes at once: the parent's netpoller must not wake
+// for every connection or datagram on a socket only workers read.
 func bind(network, addr string, reusePort bool) (int, string, error) {
 	// Plain TCP, not Multipath TCP (Go's default for listeners on Linux
 	// since 1.24): a worker rebuilds the listener from a descriptor and
@@ -56,16 +65,31 @@ func bind(network, addr string, reusePort bool) (int, string, error) {
 	if reusePort {
 		lc.Control = reuseport.Control
 	}
-	l, err := lc.Listen(context.Background(), network, addr)
+	var c syscall.Conn
+	var bound net.Addr
+	if strings.HasPrefix(network, "udp") {
+		pc, err := lc.ListenPacket(context.Background(), network, addr)
+		if err != nil {
+			return -1, "", fmt.Errorf("prefork: %w", err)
+		}
+		defer pc.Close()
+		c, bound = pc.(*net.UDPConn), pc.LocalAddr()
+	} else {
+		l, err := lc.Listen(context.Background(), network, addr)
+		if err != nil {
+			return -1, "", fmt.Errorf("prefork: %w", err)
+		}
+		if ul, ok := l.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false) // the parent removes the path at stop
+		}
+		defer l.Close()
+		c, bound = l.(syscall.Conn), l.Addr()
+	}
+	fd, err := sockfd.DupFD(c)
 	if err != nil {
 		return -1, "", fmt.Errorf("prefork: %w", err)
 	}
-	defer l.Close()
-	fd, err := sockfd.DupFD(l.(*net.TCPListener))
-	if err != nil {
-		return -1, "", fmt.Errorf("prefork: %w", err)
-	}
-	return fd, l.Addr().String(), nil
+	return fd, bound.String(), nil
 }
 
 func closeFD(fd int) { unix.Close(fd) }

@@ -15,9 +15,9 @@ var ErrClosed = errors.New("prefork: cluster closed")
 // Config is what a supervisor runs with. Package prefork fills in the
 // defaults and checks the values; the supervisor takes them as they are.
 type Config struct {
-	Network, Addr string
-	Workers       int
-	Inherit       bool // one socket for every slot, not one SO_REUSEPORT socket each
+	Addrs   []Address // the first is the main one
+	Workers int
+	Inherit bool // one socket for every slot, not one SO_REUSEPORT socket each (unix: always)
 
 	StopTimeout       time.Duration
 	ReadyTimeout      time.Duration

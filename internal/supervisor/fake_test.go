@@ -300,7 +300,7 @@ func start(t *testing.T, cfg Config, st *fakeStarter) *harness {
 	if cfg.Workers == 0 {
 		cfg.Workers = 2
 	}
-	cfg.Network, cfg.Addr = "tcp", "127.0.0.1:0"
+	cfg.Addrs = []Address{{Network: "tcp", Addr: "127.0.0.1:0"}}
 	cfg.StopTimeout = max(cfg.StopTimeout, 5*time.Second)
 	cfg.ReadyTimeout = max(cfg.ReadyTimeout, 30*time.Second)
 	cfg.MaxMessageSize = 1 << 20

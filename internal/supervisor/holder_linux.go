@@ -8,11 +8,12 @@ import (
 	"strings"
 )
 
-// holder names a process that listens on port, for the error of a bind
-// that found the address in use: "pid 1234, hello", or "" when none can
-// be found (another user's process, another network namespace).
-func holder(port int) string {
-	inodes := listeningInodes(port)
+// holder names a process that listens on (or, udp, is bound to) port,
+// for the error of a bind that found the address in use: "pid 1234,
+// hello", or "" when none can be found (another user's process, another
+// network namespace).
+func holder(network string, port int) string {
+	inodes := listeningInodes(network, port)
 	if len(inodes) == 0 {
 		return ""
 	}
@@ -38,17 +39,22 @@ func holder(port int) string {
 	return fmt.Sprintf("pid %d, %s", best, strings.TrimSpace(string(comm)))
 }
 
-// listeningInodes returns the inodes of the TCP sockets listening on port.
-func listeningInodes(port int) map[string]bool {
+// listeningInodes returns the inodes of the sockets listening (tcp) or
+// bound (udp: state 07) on port.
+func listeningInodes(network string, port int) map[string]bool {
 	inodes := make(map[string]bool)
-	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	files, state := []string{"/proc/net/tcp", "/proc/net/tcp6"}, "0A"
+	if strings.HasPrefix(network, "udp") {
+		files, state = []string{"/proc/net/udp", "/proc/net/udp6"}, "07"
+	}
+	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			continue
 		}
 		for _, line := range strings.Split(string(data), "\n")[1:] {
 			f := strings.Fields(line)
-			if len(f) < 10 || f[3] != "0A" {
+			if len(f) < 10 || f[3] != state {
 				continue
 			}
 			local := f[1]

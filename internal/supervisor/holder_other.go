@@ -3,4 +3,4 @@
 package supervisor
 
 // holder cannot name the process that holds a port here.
-func holder(int) string { return "" }
+func holder(string, int) string { return "" }

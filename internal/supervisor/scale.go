@@ -66,7 +66,7 @@ func (s *Supervisor) removeSlot(sl *slot) {
 	sl.removed = true
 	s.steerSlots() // out of the kernel's choice before its socket can close
 	sl.stopRespawn()
-	sl.closeSocket()
+	s.closeSlot(sl)
 	if w := sl.cur; w != nil {
 		s.drain(w, "scale-down")
 	}

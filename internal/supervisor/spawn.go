@@ -30,7 +30,7 @@ type exitReport struct {
 // returns nil when the process could not be started (that failure is
 // handled here, as any failed start is).
 func (s *Supervisor) spawn(sl *slot, gen int, ho *handover) *worker {
-	st, err := s.start.Start(Spec{ID: sl.id, Gen: gen, FDs: []int{sl.fd}, Welcome: s.welcome()})
+	st, err := s.start.Start(Spec{ID: sl.id, Gen: gen, FDs: sl.fds, Welcome: s.welcome()})
 	if err != nil {
 		s.log.Error("cannot start worker", "worker", sl.id, "gen", gen, "err", err)
 		s.startFailed(sl, ho, &WorkerError{ID: sl.id, Gen: gen, Err: err})
@@ -196,8 +196,8 @@ func (s *Supervisor) onReady(w *worker, addr string) {
 	}
 	if s.phase == starting && s.allServing() {
 		s.phase = serving
-		s.log.Info("cluster ready", "workers", len(s.slots), "gen", s.gen, "addr", s.addr, "parent", os.Getpid())
-		s.emit(Event{Type: EventReady, Gen: s.gen, Addr: s.addr})
+		s.log.Info("cluster ready", "workers", len(s.slots), "gen", s.gen, "addr", s.Addr(), "parent", os.Getpid())
+		s.emit(Event{Type: EventReady, Gen: s.gen, Addr: s.Addr()})
 		s.next()
 	}
 }
@@ -250,7 +250,7 @@ func (s *Supervisor) stopWorker(w *worker, e ending, sig os.Signal, grace time.D
 	s.routesDirty = true
 	if sig == nil {
 		drain := wire.Frame{Type: wire.TypeDrain, To: uint32(w.id)}
-		if w.slot.fd < 0 && s.resetsQueue {
+		if w.slot.closed && s.resetsQueue {
 			// The worker's copy is the last and the kernel would reset
 			// its queue at close: the worker takes the queue first.
 			drain.Payload = wire.DrainLast

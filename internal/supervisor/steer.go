@@ -32,32 +32,47 @@ const (
 	idleSlotAfter = time.Second
 )
 
-// startSteering loads the program and attaches it to the slots' group.
+// startSteering loads a program for the reuseport group of each endpoint
+// that has a socket per slot, and attaches it.
 func (s *Supervisor) startSteering() error {
-	if s.cfg.Steering == SteerOff || s.cfg.Inherit {
+	if s.cfg.Steering == SteerOff {
 		return nil
 	}
-	g, err := steer.New()
-	if err == nil {
-		err = g.Attach(s.slots[0].fd)
-		for _, sl := range s.slots {
-			if err == nil {
-				err = g.Add(sl.id-1, sl.fd)
-			}
-		}
-		if err != nil {
-			g.Close()
-		}
-	}
+	err := s.steerEndpoints()
 	if err != nil {
+		s.closeSteering()
 		if s.cfg.Steering == SteerRequired {
 			return err
 		}
 		s.log.Warn("steering is off: the kernel picks sockets by its hash alone, and a slot without a worker stops listening after "+idleSlotAfter.String(), "err", err)
 		return nil
 	}
-	s.steer = g
-	s.log.Info("steering new connections to eligible slots (eBPF)", "workers", len(s.slots))
+	if s.steering {
+		s.log.Info("steering new connections to eligible slots (eBPF)", "workers", len(s.slots))
+	}
+	return nil
+}
+
+func (s *Supervisor) steerEndpoints() error {
+	for i, ep := range s.eps {
+		if ep.shared >= 0 {
+			continue
+		}
+		g, err := steer.New()
+		if err != nil {
+			return err
+		}
+		ep.steer = g
+		if err := g.Attach(s.slots[0].fds[i]); err != nil {
+			return err
+		}
+		for _, sl := range s.slots {
+			if err := g.Add(sl.id-1, sl.fds[i]); err != nil {
+				return err
+			}
+		}
+		s.steering = true
+	}
 	return nil
 }
 
@@ -82,7 +97,7 @@ func (s *Supervisor) eligible(sl *slot) bool {
 // able to accept is no worse off than without steering. It then notes,
 // for Workers and the events, which slots the kernel may pick.
 func (s *Supervisor) steerSlots() {
-	if s.steer != nil {
+	if s.steering {
 		var list []int
 		for _, sl := range s.slots {
 			if s.eligible(sl) {
@@ -90,9 +105,14 @@ func (s *Supervisor) steerSlots() {
 			}
 		}
 		if !slices.Equal(list, s.steered) || s.steered == nil {
-			if err := s.steer.SetEligible(list); err != nil {
-				s.log.Error("cannot steer: the eligible list was not written", "err", err)
-				return
+			for _, ep := range s.eps {
+				if ep.steer == nil {
+					continue
+				}
+				if err := ep.steer.SetEligible(list); err != nil {
+					s.log.Error("cannot steer: the eligible list was not written", "addr", ep.bound, "err", err)
+					return
+				}
 			}
 			s.steered = append(make([]int, 0, len(list)), list...)
 			s.log.Debug("eligible slots", "slots", ids(list))
@@ -107,7 +127,7 @@ func (s *Supervisor) steerSlots() {
 // and emits EventEligible for its serving worker when that changed.
 func (s *Supervisor) setPickable(sl *slot) {
 	p := !sl.removed && !sl.unlistened
-	if s.steer != nil {
+	if s.steering {
 		p = len(s.steered) == 0 || slices.Contains(s.steered, sl.id-1)
 	}
 	if p == sl.pickable {
@@ -120,10 +140,13 @@ func (s *Supervisor) setPickable(sl *slot) {
 }
 
 func (s *Supervisor) closeSteering() {
-	if s.steer != nil {
-		s.steer.Close() // the group keeps the program until its last socket closes
-		s.steer = nil
+	for _, ep := range s.eps {
+		if ep.steer != nil {
+			ep.steer.Close() // the group keeps the program until its last socket closes
+			ep.steer = nil
+		}
 	}
+	s.steering = false
 }
 
 func ids(indexes []int) []int {
@@ -139,7 +162,7 @@ func ids(indexes []int) []int {
 func (s *Supervisor) checkSlots() {
 	now := time.Now()
 	for _, sl := range s.slots {
-		if s.steer != nil {
+		if s.steering {
 			s.checkStall(sl, now)
 		} else {
 			s.checkIdle(sl, now)
@@ -154,7 +177,11 @@ func (s *Supervisor) checkSlots() {
 // or not. The slot leaves the list until the queue moves again; what is
 // queued stays for that worker or its successor.
 func (s *Supervisor) checkStall(sl *slot, now time.Time) {
-	q, err := queueLen(sl.fd)
+	fd := s.mainStream(sl)
+	if fd < 0 {
+		return
+	}
+	q, err := queueLen(fd)
 	if err != nil {
 		return
 	}
@@ -175,6 +202,18 @@ func (s *Supervisor) checkStall(sl *slot, now time.Time) {
 	}
 }
 
+// mainStream is sl's own socket of the first stream endpoint, whose queue
+// stands for the slot's (a worker that stalls stalls on every address), or
+// -1 (a datagram-only cluster: no queue to read).
+func (s *Supervisor) mainStream(sl *slot) int {
+	for i, ep := range s.eps {
+		if ep.stream() && ep.shared < 0 {
+			return sl.fds[i]
+		}
+	}
+	return -1
+}
+
 func (s *Supervisor) othersAccept(sl *slot) bool {
 	for _, o := range s.slots {
 		if o != sl && s.eligible(o) {
@@ -192,10 +231,11 @@ func (s *Supervisor) othersAccept(sl *slot) bool {
 // net.ipv4.tcp_migrate_req=1 moves it to the other sockets; the log says
 // which.
 func (s *Supervisor) checkIdle(sl *slot, now time.Time) {
-	if sl.unlistened && listening(sl.fd) {
+	fd := s.mainStream(sl)
+	if sl.unlistened && listening(fd) {
 		sl.unlistened = false // a worker made it listen again
 	}
-	if sl.unlistened || sl.fd < 0 || !sl.own || sl.removed || s.hasWorker(sl) {
+	if sl.unlistened || fd < 0 || sl.removed || s.hasWorker(sl) {
 		sl.idleSince = time.Time{}
 		return
 	}
@@ -206,10 +246,13 @@ func (s *Supervisor) checkIdle(sl *slot, now time.Time) {
 	if now.Sub(sl.idleSince) < idleSlotAfter {
 		return
 	}
-	q, _ := queueLen(sl.fd)
-	if err := stopListening(sl.fd); err != nil {
-		s.log.Error("cannot stop an idle slot's socket listening", "worker", sl.id, "err", err)
-		return
+	q, _ := queueLen(fd)
+	for i, ep := range s.eps {
+		if ep.stream() && ep.shared < 0 && sl.fds[i] >= 0 {
+			if err := stopListening(sl.fds[i]); err != nil {
+				s.log.Error("cannot stop an idle slot's socket listening", "worker", sl.id, "addr", ep.bound, "err", err)
+			}
+		}
 	}
 	sl.unlistened = true
 	fate := "reset (net.ipv4.tcp_migrate_req=0)"

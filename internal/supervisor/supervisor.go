@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/forkline/forkline/internal/msg"
-	"github.com/forkline/forkline/internal/steer"
 	"github.com/forkline/forkline/internal/wire"
 )
 
@@ -39,11 +38,10 @@ type Supervisor struct {
 	cfg   Config
 	log   *slog.Logger
 	start Starter
-	addr  string // the address bound (port 0 resolved)
+	eps   []*endpoint // the addresses served, as bound
 
 	// The loop's own state.
 	slots   []*slot
-	shared  int // inherit mode: the one socket of every slot; -1 otherwise
 	workers map[*worker]struct{}
 	phase   phase
 	result  error // what Run returns
@@ -58,8 +56,8 @@ type Supervisor struct {
 
 	resetsQueue bool // closing a socket's last copy resets its queue (tcp_migrate_req=0)
 
-	steer   *steer.Group // nil without steering
-	steered []int        // the eligible slot indexes written last
+	steering bool  // the endpoints' groups are steered (endpoint.steer)
+	steered  []int // the eligible slot indexes written last
 
 	beatClock time.Duration // time the parent ran, as the heartbeats count it
 	lastTick  time.Time
@@ -94,8 +92,6 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		start:   cfg.Starter,
-		addr:    cfg.Addr,
-		shared:  -1,
 		workers: make(map[*worker]struct{}),
 		frames:  make(chan frame),
 		exits:   make(chan exitReport),
@@ -117,8 +113,9 @@ func New(cfg Config) (*Supervisor, error) {
 	s.resp = msg.Responder{Handler: cfg.OnRequest, Log: s.log}
 	s.resetsQueue = !cfg.Inherit && migrateOff()
 	s.routes.Store(new(map[int]*worker))
-	release, err := s.resolveAddr(cfg.Bind == nil)
+	release, err := s.openEndpoints(cfg.Bind == nil)
 	if err != nil {
+		s.closeSockets()
 		return nil, err
 	}
 	for range cfg.Workers {
@@ -145,12 +142,15 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Inherit {
 		mode = "inherit"
 	}
-	s.log.Info("listening", "addr", s.addr, "mode", mode, "workers", cfg.Workers, "parent", os.Getpid())
+	s.log.Info("listening", "addr", s.Addr(), "mode", mode, "workers", cfg.Workers, "parent", os.Getpid())
+	for _, ep := range s.eps[1:] {
+		s.log.Info("listening", "name", ep.Name, "network", ep.Network, "addr", ep.bound)
+	}
 	return s, nil
 }
 
 // Addr returns the address the cluster serves, with port 0 resolved.
-func (s *Supervisor) Addr() string { return s.addr }
+func (s *Supervisor) Addr() string { return s.eps[0].bound }
 
 // Run starts the workers and supervises them until Stop, a stop signal or
 // a failed start; it returns nil after a stop by signal, ErrClosed after

@@ -16,14 +16,16 @@ var errUnsupported = fmt.Errorf("prefork: workers are not supported on %s: %w", 
 
 func openChannel(int) (*wire.Conn, wire.Frame, error) { return nil, wire.Frame{}, errUnsupported }
 
-func listenerOf(int, wire.Listener) (*net.TCPListener, error) { return nil, errUnsupported }
+func listenerOf(int, wire.Listener) (rawListener, error) { return nil, errUnsupported }
+
+func packetOf(int, wire.Listener) (*net.UDPConn, error) { return nil, errUnsupported }
 
 func answerBeats(int) func() { return func() {} }
 
-func acceptQueued(*net.TCPListener) (*net.TCPConn, error) { return nil, net.ErrClosed }
+func acceptQueued(rawListener) (net.Conn, error) { return nil, net.ErrClosed }
 
-func takeQueue(*net.TCPListener) []*net.TCPConn { return nil }
+func takeQueue(rawListener) []net.Conn { return nil }
 
-func ensureListening(*net.TCPListener) error { return nil }
+func ensureListening(rawListener) error { return nil }
 
 func parentPID() int { return os.Getppid() }

@@ -51,20 +51,36 @@ func openChannel(maxPayload int) (*wire.Conn, wire.Frame, error) {
 	return conn, f, nil
 }
 
-// listenerOf rebuilds a listener the parent handed over.
-func listenerOf(fd int, l wire.Listener) (*net.TCPListener, error) {
+// listenerOf rebuilds a stream listener the parent handed over.
+func listenerOf(fd int, l wire.Listener) (rawListener, error) {
 	f := os.NewFile(uintptr(fd), "forkline-listener")
 	defer f.Close()
 	ln, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("prefork: worker listener %s: %w", l.Addr, err)
 	}
-	tl, ok := ln.(*net.TCPListener)
+	rl, ok := ln.(rawListener)
 	if !ok {
 		ln.Close()
-		return nil, fmt.Errorf("prefork: worker listener %s is a %T, not TCP", l.Addr, ln)
+		return nil, fmt.Errorf("prefork: worker listener %s is a %T", l.Addr, ln)
 	}
-	return tl, nil
+	return rl, nil
+}
+
+// packetOf rebuilds a datagram socket the parent handed over.
+func packetOf(fd int, l wire.Listener) (*net.UDPConn, error) {
+	f := os.NewFile(uintptr(fd), "forkline-packet")
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("prefork: worker socket %s: %w", l.Addr, err)
+	}
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("prefork: worker socket %s is a %T, not UDP", l.Addr, pc)
+	}
+	return uc, nil
 }
 
 // answerBeats echoes the parent's heartbeat pings on the socket fd until it
@@ -99,7 +115,7 @@ func answerBeats(fd int) (stop func()) {
 
 // acceptQueued accepts one queued connection without waiting, or returns
 // net.ErrClosed when the queue is empty.
-func acceptQueued(l *net.TCPListener) (*net.TCPConn, error) {
+func acceptQueued(l rawListener) (net.Conn, error) {
 	rc, err := l.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -120,10 +136,7 @@ func acceptQueued(l *net.TCPListener) (*net.TCPConn, error) {
 	f := os.NewFile(uintptr(nfd), "forkline-drained-conn")
 	c, err := net.FileConn(f)
 	f.Close()
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
+	return c, err
 }
 
 // takeQueue accepts every connection queued on l and stops l listening,
@@ -131,7 +144,7 @@ func acceptQueued(l *net.TCPListener) (*net.TCPConn, error) {
 // at once, where close(2) waits until no goroutine is blocked on the
 // descriptor (the server's Accept, which must first be scheduled: one P),
 // and the kernel would queue new connections on it meanwhile.
-func takeQueue(l *net.TCPListener) []*net.TCPConn {
+func takeQueue(l rawListener) []net.Conn {
 	rc, err := l.SyscallConn()
 	if err != nil {
 		return nil
@@ -150,11 +163,11 @@ func takeQueue(l *net.TCPListener) []*net.TCPConn {
 		unix.Shutdown(int(fd), unix.SHUT_RD)
 		syscall.ForkLock.RUnlock()
 	})
-	var conns []*net.TCPConn
+	var conns []net.Conn
 	for _, fd := range fds {
 		f := os.NewFile(uintptr(fd), "forkline-drained-conn")
 		if c, err := net.FileConn(f); err == nil {
-			conns = append(conns, c.(*net.TCPConn))
+			conns = append(conns, c)
 		}
 		f.Close()
 	}
@@ -162,7 +175,7 @@ func takeQueue(l *net.TCPListener) []*net.TCPConn {
 }
 
 // ensureListening makes l's socket listen again if it stopped.
-func ensureListening(l *net.TCPListener) error {
+func ensureListening(l rawListener) error {
 	rc, err := l.SyscallConn()
 	if err != nil {
 		return err

@@ -13,18 +13,27 @@ import (
 	"github.com/forkline/forkline/internal/wire"
 )
 
-// listener is the worker's *net.TCPListener, which says the worker is
-// ready on the first call to Accept or AcceptTCP, and counts connections
-// for MaxRequests when the server does not count requests. Every other
-// method is the TCPListener's own.
+// rawListener is what a worker's listener is made of: a *net.TCPListener
+// or a *net.UnixListener.
+type rawListener interface {
+	net.Listener
+	SetDeadline(time.Time) error
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// listener is a worker's listener. The main one says the worker is ready
+// on the first call to Accept, and counts connections for MaxRequests
+// when the server does not count requests. TCPListener gives the socket
+// under it, for its options.
 type listener struct {
-	*net.TCPListener
+	rawListener
 	wk       *Worker
+	main     bool
 	once     sync.Once
 	draining atomic.Bool
 
 	mu   sync.Mutex
-	held []*net.TCPConn // the queue, taken at a last-copy drain, for Accept
+	held []net.Conn // the queue, taken at a last-copy drain, for Accept
 
 	drained   chan struct{} // closed by drain
 	drainOnce sync.Once
@@ -51,7 +60,7 @@ func (l *listener) drain() {
 	defer l.drainOnce.Do(func() { close(l.drained) })
 	if l.wk.lastCopy.Load() {
 		l.mu.Lock()
-		l.held = takeQueue(l.TCPListener)
+		l.held = takeQueue(l.rawListener)
 		l.mu.Unlock()
 	}
 	l.draining.Store(true)
@@ -59,7 +68,7 @@ func (l *listener) drain() {
 }
 
 // next returns a connection of the drained queue, or net.ErrClosed.
-func (l *listener) next() (*net.TCPConn, error) {
+func (l *listener) next() (net.Conn, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.held) > 0 {
@@ -70,7 +79,7 @@ func (l *listener) next() (*net.TCPConn, error) {
 	if l.wk.lastCopy.Load() {
 		return nil, net.ErrClosed
 	}
-	return acceptQueued(l.TCPListener)
+	return acceptQueued(l.rawListener)
 }
 
 // Close closes the listener and what it took of the queue and nobody
@@ -83,34 +92,35 @@ func (l *listener) Close() error {
 	for _, c := range held {
 		c.Close()
 	}
-	return l.TCPListener.Close()
+	return l.rawListener.Close()
+}
+
+// TCPListener returns the *net.TCPListener under l, if it is one.
+func (l *listener) TCPListener() (*net.TCPListener, bool) {
+	tl, ok := l.rawListener.(*net.TCPListener)
+	return tl, ok
 }
 
 func (l *listener) ready() {
+	if !l.main {
+		return
+	}
 	// Without steering, a slot that had no worker for a while stopped
 	// listening (the parent's fallback): its worker makes it listen again
 	// as it starts to accept.
-	if err := ensureListening(l.TCPListener); err != nil {
+	if err := ensureListening(l.rawListener); err != nil {
 		l.wk.log.Error("cannot make the slot's socket listen again", "err", err)
 	}
 	l.wk.conn.SendControl(&wire.Frame{Type: wire.TypeReady, From: uint32(l.wk.id), Payload: []byte(l.Addr().String())})
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.AcceptTCP()
-	if err != nil {
-		return nil, err // not a typed nil
-	}
-	return c, nil
-}
-
-func (l *listener) AcceptTCP() (*net.TCPConn, error) {
 	l.once.Do(l.ready)
-	var c *net.TCPConn
+	var c net.Conn
 	var err error
 	if l.draining.Load() {
 		c, err = l.next()
-	} else if c, err = l.TCPListener.AcceptTCP(); err != nil && (l.draining.Load() || l.wk.lastCopy.Load()) {
+	} else if c, err = l.rawListener.Accept(); err != nil && (l.draining.Load() || l.wk.lastCopy.Load()) {
 		c, err = l.next() // woken by the drain
 	} else if err != nil && errors.Is(err, syscall.EINVAL) {
 		// The socket stopped listening under this worker: another worker
@@ -120,10 +130,13 @@ func (l *listener) AcceptTCP() (*net.TCPConn, error) {
 		<-l.drained
 		c, err = l.next()
 	}
-	if err == nil && l.wk.budget > 0 && !l.wk.perRequest.Load() {
+	if err != nil {
+		return nil, err // not a typed nil
+	}
+	if l.main && l.wk.budget > 0 && !l.wk.perRequest.Load() {
 		l.wk.count()
 	}
-	return c, err
+	return c, nil
 }
 
 // count counts one request (Run) or connection (Serve) and asks the

@@ -45,9 +45,6 @@ type Config struct {
 	Logger            *slog.Logger
 }
 
-// ServeFunc serves the worker's listener until its context is cancelled.
-type ServeFunc func(ctx context.Context, ln net.Listener) error
-
 // Worker is the running worker.
 type Worker struct {
 	cfg     Config
@@ -66,6 +63,7 @@ type Worker struct {
 	recycle    sync.Once
 	stopBeats  func()      // ends the heartbeat answers; nil without heartbeats
 	lastCopy   atomic.Bool // the drain request said: yours is the socket's last copy
+	eps        *endpoints  // the worker's sockets, once Serve has opened them
 }
 
 // Open connects to the parent: it reads the parent's welcome and answers
@@ -106,15 +104,42 @@ func (wk *Worker) closeFDs() {
 	wk.fds = nil
 }
 
-// Serve calls fn with the worker's listener and returns when fn does. stop
-// is Shutdown (false) or Close (true) called in this worker.
+// ServeFunc serves the worker's main listener until its context is
+// cancelled; PacketFunc, its main datagram socket.
+type (
+	ServeFunc  func(ctx context.Context, ln net.Listener) error
+	PacketFunc func(ctx context.Context, pc net.PacketConn) error
+)
+
+// Serve calls fn with the worker's main listener and returns when fn
+// does. stop is Shutdown (false) or Close (true) called in this worker.
 func (wk *Worker) Serve(fn ServeFunc, stop <-chan bool) error {
+	return wk.run(func(ctx context.Context, eps *endpoints) error {
+		if eps.ls[0] == nil {
+			return fmt.Errorf("prefork: the cluster's address %s is %s: serve it with ServePacket", eps.addr(0), eps.network(0))
+		}
+		return fn(ctx, eps.ls[0])
+	}, stop)
+}
+
+// ServePacket calls fn with the worker's main datagram socket.
+func (wk *Worker) ServePacket(fn PacketFunc, stop <-chan bool) error {
+	return wk.run(func(ctx context.Context, eps *endpoints) error {
+		if eps.pcs[0] == nil {
+			return fmt.Errorf("prefork: the cluster's address %s is %s: serve it with Serve or Run", eps.addr(0), eps.network(0))
+		}
+		return fn(ctx, eps.pcs[0])
+	}, stop)
+}
+
+func (wk *Worker) run(fn func(context.Context, *endpoints) error, stop <-chan bool) error {
 	defer wk.conn.Close()
-	ln, err := wk.listener()
+	eps, err := wk.openEndpoints()
 	if err != nil {
 		wk.failed(err)
 		return err
 	}
+	wk.eps = eps
 	ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), workerKey{}, wk))
 	defer cancel(nil)
 	var closing atomic.Bool // this worker closes its own channel
@@ -137,33 +162,17 @@ func (wk *Worker) Serve(fn ServeFunc, stop <-chan bool) error {
 		wk.reqs.Fail(errors.New("prefork: the worker has stopped"))
 	}()
 
-	rl := &listener{TCPListener: ln, wk: wk, drained: make(chan struct{})}
 	// On drain, Accept hands out what is queued, then fails (see ServeFunc).
-	stopDrain := context.AfterFunc(ctx, rl.drain)
+	stopDrain := context.AfterFunc(ctx, eps.drain)
 	defer stopDrain()
-	err = fn(ctx, rl)
-	rl.Close()
+	err = fn(ctx, eps)
+	eps.close()
 	if err != nil && ctx.Err() == nil {
 		wk.log.Error("worker failed", "err", err)
 		wk.failed(err)
 		return err
 	}
 	return nil
-}
-
-// listener takes the sockets of the welcome: the listener, and the
-// heartbeat socket whose pings a goroutine of its own answers.
-func (wk *Worker) listener() (*net.TCPListener, error) {
-	fds := wk.fds
-	wk.fds = nil
-	if wk.welcome.Heartbeat {
-		wk.stopBeats = answerBeats(fds[len(fds)-1])
-		fds = fds[:len(fds)-1]
-	}
-	for _, fd := range fds[1:] {
-		wire.CloseFDs([]int{fd}) // one address for now
-	}
-	return listenerOf(fds[0], wk.welcome.Listeners[0])
 }
 
 func (wk *Worker) failed(err error) {
