@@ -218,9 +218,11 @@ func (s *Supervisor) allServing() bool {
 // drains it with the rest.
 func (s *Supervisor) onStopping(w *worker, why string) {
 	w.setEnd(ending{kind: endStopped, reason: "stopped on " + why, err: fmt.Errorf("stopped on %s", why)})
+	if s.phase >= stopping {
+		return // the stop drains it with the rest
+	}
 	s.log.Info("worker stopped on a signal, replacing it", w.attrs("signal", why)...)
 	switch {
-	case s.phase >= stopping:
 	case w.slot.cur == w && w.state == Listening && s.phase == serving:
 		s.requestRecycle(w, "stopped on "+why)
 	default:
