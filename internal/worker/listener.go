@@ -89,6 +89,10 @@ func (l *listener) Close() error {
 	held := l.held
 	l.held = nil
 	l.mu.Unlock()
+	if len(held) > 0 {
+		l.wk.log.Warn("the serving function returned without accepting the connections queued at its drain: they are closed unanswered; let the accept loop end (Accept fails once the queue is handed out) before shutting the server down, as prefork.ServeHTTP does",
+			"addr", l.Addr().String(), "connections", len(held))
+	}
 	for _, c := range held {
 		c.Close()
 	}

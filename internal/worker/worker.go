@@ -167,10 +167,14 @@ func (wk *Worker) run(fn func(context.Context, *endpoints) error, stop <-chan bo
 	defer stopDrain()
 	err = fn(ctx, eps)
 	eps.close()
-	if err != nil && ctx.Err() == nil {
+	switch {
+	case err != nil && ctx.Err() == nil:
 		wk.log.Error("worker failed", "err", err)
 		wk.failed(err)
 		return err
+	case ctx.Err() == nil:
+		// Not a failure the parent can tell from a crash but by this line.
+		wk.log.Warn("the serving function returned before its drain was asked: the worker exits and the parent replaces it; serve until the context is done")
 	}
 	return nil
 }
