@@ -157,6 +157,7 @@ func (p *execProcess) Wait() Exit {
 		if st, ok := ps.Sys().(syscall.WaitStatus); ok && st.Signaled() {
 			ex.Signal = st.Signal()
 		}
+		ex.CPU = ps.UserTime() + ps.SystemTime()
 	}
 	return ex
 }

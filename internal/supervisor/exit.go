@@ -15,6 +15,8 @@ func (s *Supervisor) onExit(w *worker, ex Exit, recvErr error) {
 	w.timer.Stop()
 	w.state = Dead
 	sl := w.slot
+	sl.requests += max(w.requests.Load(), 0)
+	sl.cpu += ex.CPU
 	gone := fmt.Errorf("%w: %s exited before it answered", msg.ErrNoWorker, msg.AddrName(w.id))
 	s.reqs.FailTarget(w, gone)
 	s.failRelayed(w)
@@ -80,6 +82,7 @@ func (s *Supervisor) servingExited(w *worker, err error, ex Exit) {
 		sl.failures = 0
 	}
 	sl.restarts++
+	s.counts.respawns++
 	s.scheduleRespawn(sl, w.end == nil || w.end.kind != endStopped)
 }
 

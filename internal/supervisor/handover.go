@@ -180,6 +180,7 @@ func (s *Supervisor) finishHandover(h *handover, err error) {
 	}
 	notify(h.waiters, err)
 	if h.kind == reload {
+		s.countReload(err)
 		s.emit(Event{Type: EventReloaded, Gen: h.gen, Err: err})
 	}
 	s.next()
@@ -219,6 +220,7 @@ func (s *Supervisor) endHandovers(err error) {
 		s.ho = nil
 		notify(h.waiters, err)
 		if h.kind == reload {
+			s.countReload(err)
 			s.emit(Event{Type: EventReloaded, Gen: h.gen, Err: err})
 		}
 	}
@@ -227,6 +229,14 @@ func (s *Supervisor) endHandovers(err error) {
 		notify(q.waiters, err)
 	}
 	s.recycles, s.target = nil, 0
+}
+
+func (s *Supervisor) countReload(err error) {
+	if err == nil {
+		s.counts.reloadsOK++
+	} else {
+		s.counts.reloadsFailed++
+	}
 }
 
 func notify(waiters []chan<- error, err error) {

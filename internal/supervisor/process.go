@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/forkline/forkline/internal/wire"
 )
@@ -52,10 +53,11 @@ type Process interface {
 
 // Exit is how a worker process ended.
 type Exit struct {
-	Code   int       // exit code, or -1 when a signal ended it
-	Signal os.Signal // the signal that ended it, or nil
-	Status string    // as os/exec says it: "exit status 2", "signal: killed"
-	Crash  string    // the first line of its crash output (a panic), if any
+	Code   int           // exit code, or -1 when a signal ended it
+	Signal os.Signal     // the signal that ended it, or nil
+	Status string        // as os/exec says it: "exit status 2", "signal: killed"
+	Crash  string        // the first line of its crash output (a panic), if any
+	CPU    time.Duration // its user and system time, when known
 }
 
 // Channel is the parent's end of a worker's channel: a *wire.Conn in

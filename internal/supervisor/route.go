@@ -75,6 +75,7 @@ func (s *Supervisor) route(from *worker, f wire.Frame) {
 		err = msg.SendErr(to, s.relaySend(w, &f, f.Type != wire.TypeUser))
 	}
 	if err == nil {
+		s.counts.relayed.Add(1)
 		return
 	}
 	if f.Type == wire.TypeRequest {
@@ -141,6 +142,7 @@ func (s *Supervisor) relaySend(w *worker, f *wire.Frame, direct bool) error {
 // second: a flood to a worker that does not read must not become a flood of
 // log lines.
 func (s *Supervisor) drop(from, to int, err error) {
+	s.counts.dropped.Add(1)
 	n := s.dropped.Add(1)
 	now := time.Now().UnixNano()
 	last := s.dropLogged.Load()

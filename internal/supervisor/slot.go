@@ -18,6 +18,11 @@ type slot struct {
 	parked   bool // Disconnect: empty until the next reload or SetWorkers
 	removed  bool // scaled away
 
+	// Stats: what its exited workers served and spent (folded in at
+	// their exit), and the highest totals reported.
+	requests, seenRequests int64
+	cpu, seenCPU           time.Duration
+
 	recycleWhy string // why the recycle queued for it (Supervisor.recycles) was asked
 
 	memDelay     time.Duration // MaxMemory: how long a fresh worker over the limit waits

@@ -67,6 +67,7 @@ type Supervisor struct {
 	relayWait   time.Duration
 	dropped     atomic.Int64 // relays dropped since the last log line
 	dropLogged  atomic.Int64 // when that line was logged, unix ns
+	counts      counters
 	reqs        msg.Requests
 	resp        msg.Responder
 	events      *dispatcher

@@ -95,6 +95,10 @@ type worker struct {
 	// relayStuck: a relay to it timed out waiting for room (see relaySend).
 	relayStuck atomic.Bool
 	relays     relayed // requests relayed to it that wait for its answer
+
+	// Stats: what it served as it last said, and its CPU time as last read.
+	requests atomic.Int64
+	cpu      atomic.Int64
 }
 
 // setEnd records why w leaves, unless that is known already.

@@ -70,7 +70,8 @@ const (
 	TypeRecycle  Type = 9  // worker→parent: replace me (MaxRequests reached)
 	TypeStopping Type = 10 // worker→parent: asked to stop by someone else (a signal); payload = why
 	TypeWelcome  Type = 11 // parent→worker, the first frame: payload = Welcome, FDs = its sockets
-	LastControl       = TypeWelcome
+	TypeCount    Type = 12 // parent→worker: what have you served? Answered by TypeReply, payload = uint64 LE
+	LastControl       = TypeCount
 	TypeUser     Type = 64 // first user type: user message
 	TypeRequest  Type = 65 // user request; answered by TypeReply with the same ID
 	TypeReply    Type = 66 // answer to TypeRequest
@@ -96,6 +97,7 @@ var typeNames = [...]string{
 	TypeRecycle:  "recycle",
 	TypeStopping: "stopping",
 	TypeWelcome:  "welcome",
+	TypeCount:    "count",
 	TypeUser:     "user",
 	TypeRequest:  "request",
 	TypeReply:    "reply",

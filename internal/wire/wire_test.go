@@ -29,7 +29,7 @@ func TestTypeString(t *testing.T) {
 		{TypeRoster, "roster", true, true},
 		{TypeRecycle, "recycle", true, true},
 		{TypeStopping, "stopping", true, true},
-		{LastControl + 1, "reserved(12)", true, false},
+		{LastControl + 1, "reserved(13)", true, false},
 		{TypeUser - 1, "reserved(63)", true, false},
 		{TypeUser, "user", false, true},
 		{TypeReplyErr, "reply-error", false, true},

@@ -137,16 +137,17 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err // not a typed nil
 	}
-	if l.main && l.wk.budget > 0 && !l.wk.perRequest.Load() {
+	if l.main && !l.wk.perRequest.Load() {
 		l.wk.count()
 	}
 	return c, nil
 }
 
-// count counts one request (Run) or connection (Serve) and asks the
-// parent for a replacement when the worker's budget is spent.
+// count counts one request (Run) or connection (Serve), for the parent's
+// Stats, and asks the parent for a replacement when the worker's budget is
+// spent.
 func (wk *Worker) count() {
-	if wk.budget > 0 && wk.served.Add(1) == wk.budget {
+	if n := wk.served.Add(1); wk.budget > 0 && n == wk.budget {
 		wk.recycle.Do(func() {
 			wk.log.Info("MaxRequests reached, asking for a replacement", "served", wk.budget)
 			wk.conn.SendControl(&wire.Frame{Type: wire.TypeRecycle, From: uint32(wk.id)})
@@ -158,11 +159,11 @@ func (wk *Worker) count() {
 type workerKey struct{}
 
 // CountRequests returns the function a server calls once per request, or
-// nil when no budget applies. Once called, the listener stops counting
+// nil outside a worker. Once called, the listener stops counting
 // connections: requests are the better measure.
 func CountRequests(ctx context.Context) func() {
 	wk, _ := ctx.Value(workerKey{}).(*Worker)
-	if wk == nil || wk.budget == 0 {
+	if wk == nil {
 		return nil
 	}
 	wk.served.Store(0)

@@ -5,6 +5,7 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,9 +58,9 @@ type Worker struct {
 	welcome wire.Welcome
 	fds     []int // the welcome's descriptors, until Serve takes them
 
-	budget     int64 // requests (or connections) before a recycle; 0 = no limit
-	served     atomic.Int64
-	perRequest atomic.Bool // the server counts requests; the listener stops counting connections
+	budget     int64        // requests (or connections) before a recycle; 0 = no limit
+	served     atomic.Int64 // requests (or connections) served, for the parent's Stats
+	perRequest atomic.Bool  // the server counts requests; the listener stops counting connections
 	recycle    sync.Once
 	stopBeats  func()      // ends the heartbeat answers; nil without heartbeats
 	lastCopy   atomic.Bool // the drain request said: yours is the socket's last copy
@@ -220,6 +221,10 @@ func (wk *Worker) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
 		return
 	case wire.TypeReply, wire.TypeReplyErr:
 		wk.reqs.OnReply(&f)
+	case wire.TypeCount:
+		out := wire.Frame{Type: wire.TypeReply, From: uint32(wk.id), To: f.From, ID: f.ID,
+			Payload: binary.LittleEndian.AppendUint64(nil, uint64(wk.served.Load()))}
+		wk.conn.SendControl(&out)
 	}
 	wire.CloseFDs(f.FDs)
 }
