@@ -318,7 +318,7 @@ func TestServerErrorLogGoesToLogger(t *testing.T) {
 func TestWorkerEnvironment(t *testing.T) {
 	t.Parallel()
 	parentOnly := []string{"NOTIFY_SOCKET=/run/forkline-test/notify", "LISTEN_PID=1", "LISTEN_FDS=2",
-		"LISTEN_FDNAMES=web:admin", "WATCHDOG_USEC=30000000", "WATCHDOG_PID=1"}
+		"LISTEN_FDNAMES=web:admin", "WATCHDOG_USEC=30000000", "WATCHDOG_PID=1", "FDSTORE=4"}
 	c := startHelper(t, helperSpec{env: append(parentOnly, "HELLO_KEPT=yes"), unset: []string{"GOMAXPROCS"}}, "-workers", "1")
 	addr, _ := c.ready()
 	for _, path := range []string{"/environ", "/env"} {

@@ -152,10 +152,11 @@ func (o *observer) event(ev prefork.Event) { o.write(eventObs(ev)) }
 
 // helperSpec says how to start a helper cluster.
 type helperSpec struct {
-	helper string   // the helper program; "hello" if empty
-	env    []string // added to the test's environment
-	unset  []string // variables of the test's environment left out
-	wrap   []string // a command the helper runs under (unshare ...), if any
+	helper string     // the helper program; "hello" if empty
+	env    []string   // added to the test's environment
+	unset  []string   // variables of the test's environment left out
+	wrap   []string   // a command the helper runs under (unshare ...), if any
+	files  []*os.File // descriptors 3, 4, ... of the helper (socket activation)
 }
 
 // testCluster is a running helper cluster.
@@ -208,6 +209,7 @@ func startHelper(t *testing.T, spec helperSpec, args ...string) *testCluster {
 	cmd.Stderr = errW
 	cmd.ExtraFiles = make([]*os.File, obsFD-2) // 3 .. obsFD-1 closed
 	cmd.ExtraFiles[obsFD-3] = obsW
+	copy(cmd.ExtraFiles, spec.files)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
 	obsW.Close()

@@ -41,6 +41,13 @@ func (c *Cluster) runParent(cfg Config) error {
 	sc := cfg.supervisorConfig(inherit)
 	sc.Starter = c.testStarter()
 	sc.WorkerEnv = c.testEnv
+	closeManager, err := serviceManager(&sc, cfg.Logger)
+	if err != nil {
+		close(ready)
+		stopSignals(err)
+		return err
+	}
+	defer closeManager()
 	s, err = supervisor.New(sc)
 	close(ready)
 	if err != nil {

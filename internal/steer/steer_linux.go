@@ -62,6 +62,28 @@ func New() (*Group, error) {
 	return g, nil
 }
 
+// FDs returns the group's descriptors (the program, then its maps), for
+// a parent that hands the group on: to its fd store, or to the parent it
+// re-executes. The group keeps them; Adopt makes a group of copies.
+func (g *Group) FDs() []int { return []int{g.prog, g.socks, g.lists, g.current} }
+
+// Adopt returns the group whose descriptors FDs returned, in that order,
+// as another process received them: it takes them over. A socket of its
+// array cannot join another array, so a parent that inherits steered
+// sockets must steer them with the group they are in.
+func Adopt(fds []int) (*Group, error) {
+	if len(fds) != 4 {
+		return nil, fmt.Errorf("steer: a group is 4 descriptors, not %d", len(fds))
+	}
+	g := &Group{prog: fds[0], socks: fds[1], lists: fds[2], current: fds[3]}
+	var cur uint32
+	if err := mapLookup(g.current, 0, unsafe.Pointer(&cur)); err != nil {
+		return nil, fmt.Errorf("steer: adopting a group: %w", err)
+	}
+	g.cur = cur & 1
+	return g, nil
+}
+
 func explain(what string, err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
@@ -87,7 +109,17 @@ func (g *Group) Add(slot, fd int) error {
 	if slot < 0 || slot >= MaxSlots {
 		return fmt.Errorf("steer: slot index %d out of 0..%d", slot, MaxSlots-1)
 	}
-	return mapUpdate(g.socks, uint32(slot), uint64(fd))
+	err := mapUpdate(g.socks, uint32(slot), uint64(fd))
+	if errors.Is(err, unix.EBUSY) {
+		// In an array already: fine if it is this one, at this index
+		// (an adopted group), as the socket's cookie says.
+		var cookie uint64
+		mine, cerr := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+		if cerr == nil && mapLookup(g.socks, uint32(slot), unsafe.Pointer(&cookie)) == nil && cookie == mine {
+			return nil
+		}
+	}
+	return err
 }
 
 // Remove takes index slot out of the socket array; take it out of the
@@ -179,6 +211,14 @@ func update(m int, key uint32, value unsafe.Pointer) error {
 		return fmt.Errorf("steer: map update: %w", err)
 	}
 	return nil
+}
+
+func mapLookup(m int, key uint32, value unsafe.Pointer) error {
+	a := mapElemAttr{fd: uint32(m), key: uint64(uintptr(unsafe.Pointer(&key))), value: uint64(uintptr(value))}
+	_, err := bpf(unix.BPF_MAP_LOOKUP_ELEM, unsafe.Pointer(&a), unsafe.Sizeof(a))
+	runtime.KeepAlive(&key)
+	runtime.KeepAlive(value)
+	return err
 }
 
 func mapDelete(m int, key uint32) error {

@@ -20,6 +20,8 @@ var (
 type Group struct{}
 
 func New() (*Group, error)               { return nil, ErrUnsupported }
+func Adopt([]int) (*Group, error)        { return nil, ErrUnsupported }
+func (g *Group) FDs() []int              { return nil }
 func (g *Group) Attach(int) error        { return ErrUnsupported }
 func (g *Group) Add(int, int) error      { return ErrUnsupported }
 func (g *Group) Remove(int) error        { return nil }

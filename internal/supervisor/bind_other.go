@@ -19,3 +19,9 @@ func probeFree(string, string) error { return errUnsupported }
 func closeFD(int) {}
 
 func residentBytes(int) (int64, error) { return 0, errUnsupported }
+
+func monotonicUsec() string { return "MONOTONIC_USEC=0" } // no service manager here
+
+func sockName(int) (string, string, error) { return "", "", errUnsupported }
+
+func canJoin(string, string) bool { return false }

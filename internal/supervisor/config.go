@@ -40,6 +40,18 @@ type Config struct {
 	// it names the helper program their workers run.
 	WorkerEnv []string
 
+	// Manager is the service manager to report to (systemd's notify
+	// protocol); nil: none. Watchdog, when positive, is how often the loop
+	// pings its watchdog; StoreSockets pushes every slot's sockets to its
+	// fd store (removed at scale-down), for a restarted parent to adopt.
+	Manager      Manager
+	Watchdog     time.Duration
+	StoreSockets bool
+	// Inherited are listening sockets the parent was given (socket
+	// activation, or its fd store after a restart), adopted instead of
+	// binding where they match an address (sockets.go).
+	Inherited []Inherited
+
 	// Starter starts the workers; nil forks this executable again.
 	Starter Starter
 	// Bind opens one listening socket and returns the parent's raw

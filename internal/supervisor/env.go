@@ -16,7 +16,7 @@ import (
 // worker's code) and what a service manager gave the parent (the notify
 // socket, socket activation, the watchdog), which a worker would answer or
 // adopt in the parent's name.
-var parentOnly = []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"}
+var parentOnly = []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "FDSTORE"}
 
 // workerEnv is environ without the parent's own variables, and with
 // GOMAXPROCS = procs when procs > 0 (the parent's choice, which the worker

@@ -40,6 +40,7 @@ func (s *Supervisor) applyScale(n int) error {
 			return err
 		}
 		s.log.Info("scaling up", "worker", sl.id, "workers", len(s.slots))
+		s.storeSockets(sl)
 		s.spawn(sl, s.gen, nil)
 	}
 	if len(s.slots) > n && s.resetsQueue {
@@ -66,6 +67,7 @@ func (s *Supervisor) removeSlot(sl *slot) {
 	sl.removed = true
 	s.steerSlots() // out of the kernel's choice before its socket can close
 	sl.stopRespawn()
+	s.unstoreSlot(sl) // the worker's copy must be the last: it takes the queue
 	s.closeSlot(sl)
 	if w := sl.cur; w != nil {
 		s.drain(w, "scale-down")

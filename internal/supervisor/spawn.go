@@ -252,9 +252,11 @@ func (s *Supervisor) stopWorker(w *worker, e ending, sig os.Signal, grace time.D
 	s.routesDirty = true
 	if sig == nil {
 		drain := wire.Frame{Type: wire.TypeDrain, To: uint32(w.id)}
-		if w.slot.closed && s.resetsQueue {
+		if w.slot.closed && s.resetsQueue && (w.slot.removed || !s.storing()) {
 			// The worker's copy is the last and the kernel would reset
-			// its queue at close: the worker takes the queue first.
+			// its queue at close: the worker takes the queue first. (At
+			// a stop, the manager's fd store keeps a copy for the next
+			// parent, queue included.)
 			drain.Payload = wire.DrainLast
 		}
 		if err := w.ch.SendControl(drain); err != nil {

@@ -53,12 +53,32 @@ func (s *Supervisor) startSteering() error {
 	return nil
 }
 
+// steerGroup is ep's steering group: the one its inherited sockets are
+// steered by (a restarted parent's fd store kept it: a socket cannot join
+// another group's array), or a new one.
+func (s *Supervisor) steerGroup(ep *endpoint) (*steer.Group, error) {
+	fds := ep.steerFDs
+	ep.steerFDs = nil
+	if len(fds) > 0 {
+		g, err := steer.Adopt(fds)
+		if err == nil {
+			s.log.Info("adopting the stored steering program", "addr", ep.bound)
+			return g, nil
+		}
+		s.log.Warn("cannot adopt the stored steering program", "addr", ep.bound, "err", err)
+		for _, fd := range fds {
+			closeFD(fd)
+		}
+	}
+	return steer.New()
+}
+
 func (s *Supervisor) steerEndpoints() error {
 	for i, ep := range s.eps {
 		if ep.shared >= 0 {
 			continue
 		}
-		g, err := steer.New()
+		g, err := s.steerGroup(ep)
 		if err != nil {
 			return err
 		}

@@ -62,6 +62,10 @@ type Supervisor struct {
 	beatClock time.Duration // time the parent ran, as the heartbeats count it
 	lastTick  time.Time
 
+	notifyFailed bool      // a message to the manager failed once (logged)
+	lastStatus   string    // the STATUS= sent last
+	extendUntil  time.Time // the manager's timeout is extended until then, while a stop or reload runs
+
 	routes      atomic.Pointer[map[int]*worker] // serving workers by id, for senders
 	routesDirty bool
 	relayWait   time.Duration
@@ -119,7 +123,19 @@ func New(cfg Config) (*Supervisor, error) {
 		s.closeSockets()
 		return nil, err
 	}
-	for range cfg.Workers {
+	n := cfg.Workers
+	if a, ours := s.adoptedSlots(); a > 0 && a != n {
+		// As many slots as sockets were given. Those of the fd store were
+		// this cluster's: Workers applies once it is ready, and the
+		// slots removed leave the store. A socket unit's stay open in the
+		// manager: a slot removed would leave its queue unserved.
+		s.log.Info("starting with one worker per inherited socket", "workers", a, "configured", n)
+		n = a
+		if ours {
+			s.target = cfg.Workers
+		}
+	}
+	for range n {
 		if _, err := s.addSlot(); err != nil {
 			release()
 			s.closeSockets()
@@ -127,10 +143,12 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 	}
 	release()
+	s.storeSockets(s.slots...)
 	if err := s.startSteering(); err != nil {
 		s.closeSockets()
 		return nil, err
 	}
+	s.storeSteering()
 	if s.start == nil {
 		st, err := newExecStarter(s.log, cfg.WorkerProcs, cfg.WorkerEnv)
 		if err != nil {
@@ -140,7 +158,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.start = st
 	}
 	mode := "reuseport"
-	if cfg.Inherit {
+	if s.eps[0].shared >= 0 {
 		mode = "inherit"
 	}
 	s.log.Info("listening", "addr", s.Addr(), "mode", mode, "workers", cfg.Workers, "parent", os.Getpid())
@@ -170,6 +188,7 @@ func (s *Supervisor) Run() error {
 	for _, sl := range s.slots {
 		s.spawn(sl, s.gen, nil)
 	}
+	s.startManager()
 	if s.cfg.HeartbeatTimeout > 0 {
 		s.lastTick = time.Now()
 		s.every(s.cfg.HeartbeatInterval, s.heartbeat)
@@ -213,6 +232,7 @@ func (s *Supervisor) loop() {
 			s.publishRoutes()
 		}
 		s.steerSlots()
+		s.reportStatus()
 	}
 }
 
@@ -254,7 +274,10 @@ func (s *Supervisor) every(d time.Duration, f func()) {
 	s.after(d, tick)
 }
 
-func (s *Supervisor) emit(ev Event) { s.events.emit(ev) }
+func (s *Supervisor) emit(ev Event) {
+	s.tellManager(ev)
+	s.events.emit(ev)
+}
 
 // workerEvent emits an event about w in its current state.
 func (s *Supervisor) workerEvent(t EventType, w *worker) {
@@ -275,17 +298,18 @@ func (s *Supervisor) stopAll(fast bool) {
 	if s.phase == stoppingFast || (s.phase == stopping && !fast) {
 		return
 	}
-	if s.phase < stopping {
+	first := s.phase < stopping
+	s.phase = stopping
+	if fast {
+		s.phase = stoppingFast
+	}
+	if first {
 		s.log.Info("stopping", "workers", len(s.workers), "fast", fast, "parent", os.Getpid())
 		s.emit(Event{Type: EventStopping, Gen: s.gen})
 		// The parent's copies close first: each worker's own copy is
 		// then the last, and it accepts until the moment it closes it.
 		s.closeSockets()
 		s.endHandovers(ErrClosed)
-	}
-	s.phase = stopping
-	if fast {
-		s.phase = stoppingFast
 	}
 	for w := range s.workers {
 		if fast {

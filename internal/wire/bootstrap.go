@@ -40,6 +40,10 @@ type Welcome struct {
 	// Heartbeat says that the last descriptor is a datagram socket on
 	// which the parent sends 8-byte pings for the worker to echo.
 	Heartbeat bool `json:"heartbeat,omitempty"`
+	// Kept says that the service manager keeps a copy of every socket
+	// (its fd store): the worker's copy is never the last, and the queue
+	// it leaves at the parent's death waits for the next parent.
+	Kept bool `json:"kept,omitempty"`
 }
 
 // Listener describes one listening socket of a Welcome.

@@ -230,11 +230,18 @@ func (wk *Worker) onFrame(f wire.Frame, cancel context.CancelCauseFunc) {
 }
 
 // parentGone drains because the parent died, and ends the process if the
-// drain is not done within parentGoneGrace.
+// drain is not done within parentGoneGrace: its socket is the last copy,
+// and what it has not accepted when it exits is lost. When the service
+// manager keeps a copy of every socket, the queue waits for the next
+// parent, and the drain has StopTimeout to finish what is in flight.
 func (wk *Worker) parentGone(cancel context.CancelCauseFunc) {
-	wk.lastCopy.Store(true) // the parent's copy died with it
+	wk.lastCopy.Store(!wk.welcome.Kept)
 	cancel(ErrParentGone)
-	time.AfterFunc(parentGoneGrace, func() {
+	grace := parentGoneGrace
+	if wk.welcome.Kept {
+		grace = max(grace, wk.cfg.StopTimeout)
+	}
+	time.AfterFunc(grace, func() {
 		wk.log.Error("parent is gone and the drain is not done: exiting")
 		Exit(1)
 	})

@@ -77,7 +77,17 @@ func dup(fd int) (int, error) {
 
 func closeFD(fd int) { unix.Close(fd) }
 
+// sameFile reports whether descriptors a and b are the same open file, as
+// systemd's same_fd decides: kcmp(2), which tells apart the files of one
+// anonymous inode (eBPF maps and programs all share one), and the inode
+// where kcmp is not allowed.
 func sameFile(a, b int) bool {
+	const kcmpFile = 0
+	pid := uintptr(unix.Getpid())
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, uintptr(a), uintptr(b), 0)
+	if errno == 0 {
+		return r == 0
+	}
 	var sa, sb unix.Stat_t
 	return unix.Fstat(a, &sa) == nil && unix.Fstat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
