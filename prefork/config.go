@@ -228,6 +228,16 @@ type Config struct {
 	// reach the requester as an error that says why.
 	OnRequest func(Message) ([]byte, error)
 
+	// ControlSocket is the path of the parent's control socket, which the
+	// forkline command (cmd/forkline) speaks to: status, reload, scale,
+	// kill, stop and a stream of events, as newline-delimited JSON. It is
+	// created with mode 0600 and answers only this process's user and root
+	// (checked by the peer's credentials); a stale socket file is replaced,
+	// a served one is an error. Empty means $RUNTIME_DIRECTORY/forkline.sock
+	// when systemd gives the service a RuntimeDirectory=, else none; "off"
+	// means none. Linux, macOS and FreeBSD.
+	ControlSocket string
+
 	// Logger receives the cluster's log records, with the keys worker,
 	// pid, gen, signal and err. Nil means slog.Default().
 	Logger *slog.Logger

@@ -94,6 +94,7 @@ func helloMain(args []string) int {
 	fs.IntVar(&cfg.MaxRequests, "max-requests", 0, "")
 	fs.IntVar(&cfg.MaxRequestsJitter, "max-requests-jitter", 0, "")
 	fs.Int64Var(&cfg.MaxMemory, "max-memory", 0, "")
+	fs.StringVar(&cfg.ControlSocket, "control", "", "")
 	failFromGen := fs.Int("fail-from-gen", 0, "workers of this generation and later fail at start (0: none)")
 	slowFromGen := fs.Int("slow-from-gen", 0, "workers of this generation and later never accept: they wait for their drain (0: none)")
 	holdFromGen := fs.Int("hold-from-gen", 0, "workers of this generation and later wait for SIGUSR1 before they serve (0: none)")

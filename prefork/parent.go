@@ -48,16 +48,47 @@ func (c *Cluster) runParent(cfg Config) error {
 		return err
 	}
 	defer closeManager()
+	cs, err := openControl(c, cfg)
+	if err != nil {
+		close(ready)
+		stopSignals(err)
+		return err
+	}
+	if cs != nil {
+		onEvent := sc.OnEvent
+		sc.OnEvent = func(ev supervisor.Event) {
+			cs.publish(ev)
+			if onEvent != nil {
+				onEvent(ev)
+			}
+		}
+	}
 	s, err = supervisor.New(sc)
 	close(ready)
 	if err != nil {
 		stopSignals(err)
+		if cs != nil {
+			cs.ln.Close()
+		}
 		return err
 	}
 	defer c.attach(s)()
 	var g run.Group
 	g.Add(s.Run, func(error) { s.Stop(true) })
 	g.Add(onSignal, stopSignals)
+	if cs != nil {
+		// The socket answers until the cluster has stopped: a stop asked on
+		// it streams events to its last worker's exit.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := cs.serve(ctx); err != nil {
+				cfg.Logger.Error("control socket", "err", err)
+			}
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	return publicErr(g.Run())
 }
 

@@ -29,6 +29,12 @@ func (s *Supervisor) Stop(fast bool) {
 	})
 }
 
+// Terminate stops the cluster gracefully, as SIGTERM does: Run then
+// returns nil (the control socket's stop).
+func (s *Supervisor) Terminate() {
+	s.call(func() { s.stopAll(false) })
+}
+
 // Signal applies a signal's action (package signals) to the cluster.
 func (s *Supervisor) Signal(sig os.Signal, a signals.Action) {
 	s.call(func() { s.onSignal(sig, a) })
