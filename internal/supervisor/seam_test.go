@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -432,5 +433,64 @@ func TestDisconnectThenRefill(t *testing.T) {
 			t.Errorf("SetWorkers refilled slot %d, want 2", fw.spec.ID)
 		}
 		h.stop(ErrClosed)
+	})
+}
+
+// fakeManager records what the supervisor tells the service manager.
+type fakeManager struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (m *fakeManager) Notify(lines ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.msgs = append(m.msgs, strings.Join(lines, " "))
+	return nil
+}
+
+func (m *fakeManager) NotifyFDs(_ []int, lines ...string) error { return m.Notify(lines...) }
+
+func (m *fakeManager) count(prefix string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.msgs {
+		if strings.HasPrefix(s, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// The watchdog is pinged from the loop: while the loop is wedged (here, a
+// call that does not return), the pings stop, and the manager's watchdog
+// fires; they resume when it is free again.
+func TestWatchdogPingsFromTheLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &fakeManager{}
+		h := start(t, Config{Manager: m, Watchdog: 100 * time.Millisecond}, newFakeStarter())
+		h.ready()
+		advance(time.Second)
+		if n := m.count("WATCHDOG=1"); n < 9 {
+			t.Fatalf("%d pings in a second, want 10", n)
+		}
+		wedged, release := make(chan struct{}), make(chan struct{})
+		go h.s.call(func() { close(wedged); <-release })
+		<-wedged
+		before := m.count("WATCHDOG=1")
+		advance(2 * time.Second)
+		if n := m.count("WATCHDOG=1"); n != before {
+			t.Errorf("%d pings while the loop was wedged", n-before)
+		}
+		close(release)
+		advance(time.Second)
+		if n := m.count("WATCHDOG=1"); n < before+5 {
+			t.Errorf("%d pings in the second after the loop was freed", n-before)
+		}
+		h.stop(ErrClosed)
+		if m.count("READY=1") != 1 || m.count("STOPPING=1") != 1 {
+			t.Errorf("told the manager %q", m.msgs)
+		}
 	})
 }
