@@ -98,11 +98,12 @@ type Cluster struct {
 	cfg Config
 
 	mu      sync.Mutex
-	closed  bool          // Shutdown or Close was called
-	started bool          // Serve was called
-	role    role          // the running parent or worker, while it runs
-	stop    chan bool     // Shutdown (false) and Close (true) to a running worker
-	stopped chan struct{} // closed when Serve returns
+	closed  bool                // Shutdown or Close was called
+	started bool                // Serve was called
+	role    role                // the running parent or worker, while it runs
+	stop    chan bool           // Shutdown (false) and Close (true) to a running worker
+	stopped chan struct{}       // closed when Serve returns
+	command *supervisor.Command // RunCommand's program, if that is what runs
 
 	// Test hooks (export_test.go): the tests' own starter, a parent
 	// that leaves GOMAXPROCS alone (tests run parents side by side), and

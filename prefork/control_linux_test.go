@@ -25,7 +25,9 @@ var forklineCmd = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "forkline")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/forkline/forkline/cmd/forkline").CombinedOutput()
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join("..", "cmd", "forkline") // a module of its own (it serves metrics)
+	out, err := build.CombinedOutput()
 	if err != nil {
 		return "", &exec.Error{Name: "go build: " + string(out), Err: err}
 	}

@@ -40,6 +40,7 @@ func (c *Cluster) runParent(cfg Config) error {
 	})
 	sc := cfg.supervisorConfig(inherit)
 	sc.Starter = c.testStarter()
+	sc.Command = c.command
 	sc.WorkerEnv = c.testEnv
 	closeManager, err := serviceManager(&sc, cfg.Logger)
 	if err != nil {

@@ -52,6 +52,9 @@ type Config struct {
 	// binding where they match an address (sockets.go).
 	Inherited []Inherited
 
+	// Command, when set, makes every worker that program (forkline run).
+	Command *Command
+
 	// Starter starts the workers; nil forks this executable again.
 	Starter Starter
 	// Bind opens one listening socket and returns the parent's raw

@@ -2,6 +2,21 @@
 
 package supervisor
 
-import "log/slog"
+import (
+	"log/slog"
+	"time"
+)
 
 func newExecStarter(*slog.Logger, int, []string) (Starter, error) { return nil, errUnsupported }
+
+// Command is forkline run's program; workers need descriptor passing, so it
+// runs nowhere here.
+type Command struct {
+	Argv       []string
+	ReadyAfter time.Duration
+	Output     func(id, pid, gen int, stderr bool, line string)
+}
+
+func newCommandStarter(*slog.Logger, Command, int, []Address) (Starter, error) {
+	return nil, errUnsupported
+}

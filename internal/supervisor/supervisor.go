@@ -149,6 +149,14 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, err
 	}
 	s.storeSteering()
+	if s.start == nil && cfg.Command != nil {
+		st, err := newCommandStarter(s.log, *cfg.Command, cfg.WorkerProcs, cfg.Addrs)
+		if err != nil {
+			s.closeSockets()
+			return nil, err
+		}
+		s.start = st
+	}
 	if s.start == nil {
 		st, err := newExecStarter(s.log, cfg.WorkerProcs, cfg.WorkerEnv)
 		if err != nil {
