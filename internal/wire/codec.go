@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -75,8 +76,12 @@ type decoder struct {
 
 	buf  []byte // read buffer; buf[r:w] is unconsumed
 	r, w int
-	fds  []int // received descriptors not yet claimed, oldest first
-	err  error // sticky: once set, every call returns it
+	// prefix is the start of a frame that a detach interrupted: its header
+	// and the payload bytes read so far, which buf no longer holds.
+	prefix []byte
+	hdr    [HeaderLen]byte // the header of the frame being decoded
+	fds    []int // received descriptors not yet claimed, oldest first
+	err    error // sticky: once set, every call returns it
 }
 
 func newDecoder(src source, maxPayload, bufSize int, closeFD func(int)) *decoder {
@@ -93,7 +98,10 @@ func (d *decoder) next() (Frame, error) {
 		return Frame{}, d.err
 	}
 	f, err := d.decode()
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrDetached):
+		d.err = err // what was received stays for Detach to hand over
+	case err != nil:
 		d.fail(err)
 	}
 	return f, err
@@ -127,9 +135,14 @@ func (d *decoder) decode() (Frame, error) {
 	if err != nil {
 		return Frame{}, err
 	}
+	copy(d.hdr[:], d.buf[d.r:]) // a detach in the payload keeps it (see prefix)
 	d.r += HeaderLen
 	if n > 0 {
-		if f.Payload, err = d.payload(n); err != nil {
+		var got int
+		if f.Payload, got, err = d.payload(n); err != nil {
+			if errors.Is(err, ErrDetached) {
+				d.prefix = append(d.hdr[:], f.Payload[:got]...)
+			}
 			return Frame{}, err
 		}
 	}
@@ -175,10 +188,11 @@ func (d *decoder) header() (f Frame, n, nfds int, err error) {
 	return f, int(length), nfds, nil
 }
 
-// payload reads the n payload bytes that follow the header.
-func (d *decoder) payload(n int) ([]byte, error) {
-	p := make([]byte, n)
-	got := copy(p, d.buf[d.r:d.w])
+// payload reads the n payload bytes that follow the header; on an error,
+// p[:got] is what it had read.
+func (d *decoder) payload(n int) (p []byte, got int, err error) {
+	p = make([]byte, n)
+	got = copy(p, d.buf[d.r:d.w])
 	d.r += got
 	for got < len(p) {
 		rest := len(p) - got
@@ -187,17 +201,17 @@ func (d *decoder) payload(n int) ([]byte, error) {
 			m, err := d.read(p[got:])
 			got += m
 			if err != nil && got < len(p) {
-				return nil, noEOF(err)
+				return p, got, noEOF(err)
 			}
 			continue
 		}
 		if err := d.fill(rest); err != nil {
-			return nil, noEOF(err)
+			return p, got, noEOF(err)
 		}
 		got += copy(p[got:], d.buf[d.r:d.r+rest])
 		d.r += rest
 	}
-	return p, nil
+	return p, got, nil
 }
 
 // fill makes sure buf[r:w] holds at least n bytes; n <= len(buf).

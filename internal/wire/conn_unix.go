@@ -83,6 +83,7 @@ type Conn struct {
 	done chan struct{} // closed when the writer has exited
 
 	closed    atomic.Bool
+	detaching atomic.Bool // Detach: a read that times out ends with ErrDetached
 	closeOnce sync.Once
 	closeErr  error
 

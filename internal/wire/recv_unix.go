@@ -38,6 +38,7 @@ func (c *Conn) Recv() (Frame, error) {
 // read implements source for the decoder.
 func (c *Conn) read(p []byte, fds *[]int) (int, error) {
 	c.rp = p
+	c.rn, c.roobn, c.rflags, c.rerr = 0, 0, 0, nil // a Read that fails before recvmsg (a deadline) read nothing
 	err := c.rc.Read(c.recvFn)
 	c.rp = nil
 	if err == nil {
@@ -53,6 +54,9 @@ func (c *Conn) read(p []byte, fds *[]int) (int, error) {
 		err = fmt.Errorf("%w: descriptors truncated", ErrMalformed)
 	}
 	if err != nil {
+		if c.detaching.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, ErrDetached
+		}
 		if c.closed.Load() || errors.Is(err, net.ErrClosed) {
 			err = fmt.Errorf("%w: %w", ErrClosed, err)
 		}

@@ -166,4 +166,6 @@ var (
 	// ErrClosed: the Conn was closed, or a write failed (the cause is
 	// wrapped too).
 	ErrClosed = errors.New("wire: connection closed")
+	// ErrDetached: Detach handed the Conn's socket over (unix).
+	ErrDetached = errors.New("wire: connection detached")
 )
