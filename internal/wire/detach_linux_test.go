@@ -1,5 +1,3 @@
-//go:build unix
-
 package wire
 
 import (
@@ -153,7 +151,7 @@ func TestDetachHandsOverAPartialFrame(t *testing.T) {
 func unread(t *testing.T, c *Conn) int {
 	var n int
 	var ierr error
-	if err := c.rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.FIONREAD) }); err != nil || ierr != nil {
+	if err := c.rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil || ierr != nil {
 		t.Fatal(err, ierr)
 	}
 	return n
