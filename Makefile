@@ -2,7 +2,7 @@
 GO ?= go
 OSES := darwin freebsd openbsd windows
 
-.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload bench-steer soak clean
+.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload bench-steer bench-run soak clean
 
 all: lint test
 
@@ -47,6 +47,9 @@ bench-reload:
 
 bench-steer:
 	cd bench && $(GO) run ./steer
+
+bench-run:
+	cd bench && $(GO) run ./run
 
 # Chaos soak, 60 s (not part of make test): make soak SOAKFLAGS='-duration 15s -seed N'
 soak:
