@@ -80,8 +80,8 @@ type decoder struct {
 	// and the payload bytes read so far, which buf no longer holds.
 	prefix []byte
 	hdr    [HeaderLen]byte // the header of the frame being decoded
-	fds    []int // received descriptors not yet claimed, oldest first
-	err    error // sticky: once set, every call returns it
+	fds    []int           // received descriptors not yet claimed, oldest first
+	err    error           // sticky: once set, every call returns it
 }
 
 func newDecoder(src source, maxPayload, bufSize int, closeFD func(int)) *decoder {

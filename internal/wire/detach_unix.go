@@ -11,16 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Detached is a Conn's socket handed over whole, at a frame boundary: what
-// was received but not yet returned by Recv comes with it, to be handed to
-// the Conn that takes it over (NewConnPending), in another process if need
-// be.
-type Detached struct {
-	FD      int    // a duplicate of the socket, close-on-exec
-	Pending []byte // bytes received and not yet decoded: a partial frame, or several
-	FDs     []int  // descriptors received with them, in order
-}
-
 // Detach stops the Conn without a word to its peer: a Recv waiting in
 // another goroutine returns ErrDetached (a frame it was in the middle of
 // stays in Pending), what is queued is written (for at most a second), and

@@ -169,3 +169,13 @@ var (
 	// ErrDetached: Detach handed the Conn's socket over (unix).
 	ErrDetached = errors.New("wire: connection detached")
 )
+
+// Detached is a Conn's socket handed over whole, at a frame boundary: what
+// was received but not yet returned by Recv comes with it, to be handed to
+// the Conn that takes it over (NewConnPending), in another process if need
+// be.
+type Detached struct {
+	FD      int    // a duplicate of the socket, close-on-exec
+	Pending []byte // bytes received and not yet decoded: a partial frame, or several
+	FDs     []int  // descriptors received with them, in order
+}
