@@ -238,6 +238,30 @@ type Config struct {
 	// means none. Linux, macOS and FreeBSD.
 	ControlSocket string
 
+	// User, when set, is the user every worker runs as: a name, or a
+	// decimal uid (a number is an id, known to the user database or not).
+	// Group is their group, a name or a decimal gid; empty means User's
+	// primary group. Workers get no supplementary groups. Names are
+	// resolved once, at start, with os/user (the C library's lookup with
+	// cgo; /etc/passwd and /etc/group without). Before it binds a socket,
+	// Run refuses an unknown name, and a parent that may not switch: one
+	// neither root nor holding CAP_SETUID and CAP_SETGID, unless the ids
+	// are its own (its workers then keep its supplementary groups), or one
+	// whose capabilities the workers would keep across exec (ambient, or
+	// file capabilities on the executable). User must be able to execute
+	// the executable. Unix only: elsewhere setting either is an error
+	// (errors.ErrUnsupported). A reload keeps the parent's values.
+	//
+	// The parent keeps its privileges, as nginx's master does: it binds
+	// the sockets a scale-up adds (below port 1024 that takes
+	// CAP_NET_BIND_SERVICE), starts workers as User (CAP_SETUID,
+	// CAP_SETGID) and re-executes itself to upgrade; dropping them would
+	// lose all three. What serves requests runs unprivileged and cannot
+	// signal or ptrace the parent (another uid); the workers share a uid,
+	// so one can signal or ptrace another.
+	User  string
+	Group string
+
 	// Logger receives the cluster's log records, with the keys worker,
 	// pid, gen, signal and err. Nil means slog.Default().
 	Logger *slog.Logger
@@ -280,6 +304,15 @@ func (c Config) normalized() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.User != "" && !worker.IsWorker() {
+		// Once: the workers of a scale-up or a reload run as the ids of
+		// the start. check has refused a name that does not resolve; one
+		// that stopped resolving since stays a name, which the starter
+		// refuses rather than start a worker as the parent's user.
+		if uid, gid, err := supervisor.ResolveCredential(c.User, c.Group); err == nil {
+			c.User, c.Group = strconv.FormatUint(uint64(uid), 10), strconv.FormatUint(uint64(gid), 10)
+		}
 	}
 	return c
 }
@@ -338,6 +371,31 @@ func (c Config) check() error {
 	if c.HeartbeatTimeout == 0 && c.HeartbeatInterval > 0 {
 		return fmt.Errorf("prefork: Config.HeartbeatInterval %v is set but HeartbeatTimeout is not: heartbeats are off", c.HeartbeatInterval)
 	}
+	return c.checkUser()
+}
+
+// checkUser resolves User and Group in the parent and checks that it may
+// start workers as them. A worker does not: it already runs as them.
+func (c Config) checkUser() error {
+	if c.User == "" {
+		if c.Group != "" {
+			return fmt.Errorf("prefork: Config.Group %q is set but User is not: name the workers' user too", c.Group)
+		}
+		return nil
+	}
+	if worker.IsWorker() {
+		return nil
+	}
+	uid, gid, err := supervisor.ResolveCredential(c.User, c.Group)
+	if err != nil {
+		return err
+	}
+	if err := supervisor.CheckCredential(uid, gid); err != nil {
+		if c.Group != "" {
+			return fmt.Errorf("prefork: Config.User %q, Group %q: %w", c.User, c.Group, err)
+		}
+		return fmt.Errorf("prefork: Config.User %q: %w", c.User, err)
+	}
 	return nil
 }
 
@@ -356,7 +414,7 @@ func (c Config) supervisorConfig(inherit bool) supervisor.Config {
 		StopTimeout: c.StopTimeout, ReadyTimeout: c.ReadyTimeout,
 		HeartbeatTimeout: c.HeartbeatTimeout, HeartbeatInterval: c.HeartbeatInterval,
 		MaxMemory: c.MaxMemory, MaxMessageSize: c.MaxMessageSize, Logger: c.Logger, Steering: int(c.Steering),
-		OnRequest: onRequest(c.OnRequest),
+		OnRequest: onRequest(c.OnRequest), User: c.User, Group: c.Group,
 	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
 		// N workers each running one P per CPU were measured 2-13% slower

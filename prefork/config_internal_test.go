@@ -2,6 +2,8 @@ package prefork
 
 import (
 	"net/http"
+	"os"
+	"os/user"
 	"runtime"
 	"strings"
 	"testing"
@@ -118,5 +120,90 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	case <-watchdog.C:
 		c.Close()
 		t.Fatal("Run with Workers -3 started a cluster")
+	}
+}
+
+// User and Group resolve once, in normalized, to the ids the workers run
+// as: names through the user database, numbers as they are, and an empty
+// Group to the user's primary group. It holds with and without cgo
+// (os/user reads /etc/passwd and /etc/group itself without it).
+func TestUserResolution(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no uids here: Config.User is unsupported")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody:", err)
+	}
+	root, err := user.LookupGroupId("0")
+	if err != nil {
+		t.Skip("no group 0:", err)
+	}
+	for _, tc := range []struct {
+		name, user, group string
+		uid, gid          string
+	}{
+		{"NameWithPrimaryGroup", "nobody", "", nobody.Uid, nobody.Gid},
+		{"NameWithGroupName", "nobody", root.Name, nobody.Uid, "0"},
+		{"UIDWithPrimaryGroup", nobody.Uid, "", nobody.Uid, nobody.Gid},
+		{"IDsUnknownToTheDatabase", "4242", "4243", "4242", "4243"},
+		{"LeadingZeros", "0042", "007", "42", "7"},
+		{"UIDWithLeadingZeroAndPrimaryGroup", "0" + nobody.Uid, "", nobody.Uid, nobody.Gid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{User: tc.user, Group: tc.group}.normalized()
+			if c.User != tc.uid || c.Group != tc.gid {
+				t.Errorf("User %q, Group %q normalized to %q, %q; want %q, %q", tc.user, tc.group, c.User, c.Group, tc.uid, tc.gid)
+			}
+			if sc := c.supervisorConfig(false); sc.User != tc.uid || sc.Group != tc.gid {
+				t.Errorf("the supervisor gets %q, %q", sc.User, sc.Group)
+			}
+		})
+	}
+	if c := (Config{}).normalized(); c.User != "" || c.Group != "" {
+		t.Errorf("no User normalized to %q, %q", c.User, c.Group)
+	}
+}
+
+func TestUserCheck(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no uids here: Config.User is unsupported")
+	}
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody:", err)
+	}
+	self, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // a prefix of the error; "" for none
+	}{
+		{"OwnIDs", Config{User: self.Uid, Group: self.Gid}, ""},
+		{"UnknownUser", Config{User: "forkline-nosuchuser"}, `prefork: Config.User "forkline-nosuchuser": user: unknown user forkline-nosuchuser`},
+		{"UnknownUID", Config{User: "4242"}, `prefork: Config.User "4242": user: unknown userid 4242 (set Config.Group`},
+		{"UnknownGroup", Config{User: "nobody", Group: "forkline-nosuchgroup"}, `prefork: Config.Group "forkline-nosuchgroup": group: unknown group forkline-nosuchgroup`},
+		{"GroupWithoutUser", Config{Group: "0"}, `prefork: Config.Group "0" is set but User is not`},
+		{"NoChangeID", Config{User: "4294967295", Group: "0"}, `prefork: Config.User "4294967295": not an id`},
+		{"TooLarge", Config{User: "0", Group: "4294967296"}, `prefork: Config.Group "4294967296": not an id`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.check()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+				t.Errorf("check: %v\nwant %s", err, tc.want)
+			}
+		})
+	}
+	if os.Geteuid() == 0 {
+		if err := (Config{User: "nobody"}).check(); err != nil {
+			t.Errorf("root refused nobody: %v", err)
+		}
+	} else if err := (Config{User: "0"}).check(); err == nil || !strings.Contains(err.Error(), "cannot start workers as uid 0") {
+		t.Errorf("uid %d asked for root's workers: %v", os.Geteuid(), err)
 	}
 }

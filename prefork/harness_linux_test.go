@@ -157,6 +157,7 @@ type helperSpec struct {
 	unset  []string   // variables of the test's environment left out
 	wrap   []string   // a command the helper runs under (unshare ...), if any
 	files  []*os.File // descriptors 3, 4, ... of the helper (socket activation)
+	exe    string     // the test binary to run, if not os.Executable() (a copy another user may run)
 }
 
 // testCluster is a running helper cluster.
@@ -186,9 +187,12 @@ func startHelper(t *testing.T, spec helperSpec, args ...string) *testCluster {
 	if spec.helper == "" {
 		spec.helper = "hello"
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	exe := spec.exe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	obsR, obsW, err := os.Pipe()
 	if err != nil {

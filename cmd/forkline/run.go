@@ -33,6 +33,8 @@ func cmdRun(cl *cli, args []string) int {
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", 0, "replace a worker that sends no WATCHDOG=1 for this long (0: off)")
 	fs.TextVar(&cfg.Mode, "mode", prefork.ModeAuto, "how workers get their socket: auto, reuseport or inherit")
 	fs.TextVar(&cfg.Steering, "steering", prefork.SteerAuto, "steer new connections to slots that accept (eBPF): auto, off or required")
+	fs.StringVar(&cfg.User, "user", "", "run every worker as this `USER`, a name or uid; the parent keeps its privileges (to bind, scale, start workers and upgrade)")
+	fs.StringVar(&cfg.Group, "group", "", "the workers' `GROUP`, a name or gid (default: the -user's primary group)")
 	fs.StringVar(&cfg.ControlSocket, "control", "", "serve the control socket at this `PATH` (default $RUNTIME_DIRECTORY/forkline.sock under systemd; off: none)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics from the parent on this `ADDR`")
 	logFormat := fs.String("log", "text", "the parent's log and the workers' output: text (workers' lines prefixed [w<id> <pid>]) or json")

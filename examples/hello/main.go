@@ -46,6 +46,8 @@ func main() {
 	flag.IntVar(&cfg.MaxRequests, "max-requests", 0, "recycle a worker after this many requests (0: off)")
 	flag.IntVar(&cfg.MaxRequestsJitter, "max-requests-jitter", 0, "add up to this many requests to each worker's -max-requests")
 	flag.Int64Var(&cfg.MaxMemory, "max-memory", 0, "recycle a worker whose RSS exceeds this many bytes (0: off; Linux)")
+	flag.StringVar(&cfg.User, "user", "", "run every worker as this user, a name or uid (the parent keeps root: -addr :80 works)")
+	flag.StringVar(&cfg.Group, "group", "", "the workers' group, a name or gid (default: the -user's primary group)")
 	flag.StringVar(&cfg.ControlSocket, "control", "", "serve the control socket at this path, for the forkline command (default: $RUNTIME_DIRECTORY/forkline.sock under systemd; \"off\": none)")
 	tlsAddr := flag.String("tls-addr", "", "also serve HTTPS (and HTTP/2) on this address, with -cert and -key")
 	certFile := flag.String("cert", "", "TLS certificate file (PEM), read by every worker as it starts")

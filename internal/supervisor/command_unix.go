@@ -71,12 +71,13 @@ type commandStarter struct {
 	log   *slog.Logger
 	exe   string
 	env   []string
-	dir   string // the workers' notify sockets
+	dir   string              // the workers' notify sockets
+	cred  *syscall.Credential // the workers' user; nil: this process's
 	spawn *spawner
 	reap  *reaper
 }
 
-func newCommandStarter(log *slog.Logger, c Command, procs int, addrs []Address) (*commandStarter, error) {
+func newCommandStarter(log *slog.Logger, c Command, procs int, addrs []Address, user, group string) (*commandStarter, error) {
 	if len(c.Argv) == 0 {
 		return nil, errors.New("prefork: no command to run")
 	}
@@ -84,9 +85,19 @@ func newCommandStarter(log *slog.Logger, c Command, procs int, addrs []Address) 
 	if err != nil {
 		return nil, fmt.Errorf("prefork: cannot find the executable to start workers: %w", err)
 	}
+	cred, err := workerCredential(user, group)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "forkline-notify-")
 	if err != nil {
 		return nil, fmt.Errorf("prefork: a directory for the workers' notify sockets: %w", err)
+	}
+	if cred != nil { // workers of another user reach their socket (chowned below) by its name only
+		if err := os.Chmod(dir, 0o711); err != nil {
+			os.Remove(dir)
+			return nil, err
+		}
 	}
 	env := workerEnv(os.Environ(), procs)
 	env = append(env, envExec+"=1", "LISTEN_FDS="+strconv.Itoa(len(addrs)), "EINHORN_FD_COUNT="+strconv.Itoa(len(addrs)))
@@ -96,7 +107,7 @@ func newCommandStarter(log *slog.Logger, c Command, procs int, addrs []Address) 
 		env = append(env, "EINHORN_FD_"+strconv.Itoa(i)+"="+strconv.Itoa(3+i))
 	}
 	env = append(env, "LISTEN_FDNAMES="+strings.Join(names, ":"))
-	st := &commandStarter{cmd: c, log: log, exe: exe, env: env, dir: dir, spawn: startSpawner()}
+	st := &commandStarter{cmd: c, log: log, exe: exe, env: env, dir: dir, cred: cred, spawn: startSpawner()}
 	st.reap = startReaper(log, st.spawn)
 	return st, nil
 }
@@ -114,6 +125,12 @@ func (st *commandStarter) Start(spec Spec) (Started, error) {
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
 	if err != nil {
 		return Started{}, fmt.Errorf("prefork: a notify socket for worker %d: %w", spec.ID, err)
+	}
+	if st.cred != nil {
+		if err := os.Chown(notifyPath, int(st.cred.Uid), int(st.cred.Gid)); err != nil {
+			notify.Close()
+			return Started{}, fmt.Errorf("prefork: a notify socket for worker %d: %w", spec.ID, err)
+		}
 	}
 	var files []*os.File
 	defer func() {
@@ -156,7 +173,7 @@ func (st *commandStarter) Start(spec Spec) (Started, error) {
 		Stderr:      stderrW,
 		Env:         env,
 		ExtraFiles:  files,
-		SysProcAttr: sysProcAttr(),
+		SysProcAttr: sysProcAttr(st.cred),
 	}
 	st.spawn.run(func() {
 		if err = cmd.Start(); err == nil {
@@ -169,7 +186,7 @@ func (st *commandStarter) Start(spec Spec) (Started, error) {
 		notify.Close()
 		stdout.Close()
 		stderr.Close()
-		return Started{}, err
+		return Started{}, explainStart(err, st.cred)
 	}
 	p := &commandProcess{cmd: cmd, reap: st.reap, notify: notify, ch: newCommandChannel(spec),
 		tail: &lastLines{max: 5}}

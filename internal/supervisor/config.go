@@ -55,6 +55,14 @@ type Config struct {
 	// Command, when set, makes every worker that program (forkline run).
 	Command *Command
 
+	// User and Group, when User is set, are the numeric uid and gid every
+	// worker runs as, with no supplementary groups (unix). Package prefork
+	// resolves names to ids and checks, before any socket is bound, that
+	// this process may switch to them; a starter takes ids only
+	// (workerCredential, cred_unix.go) and fails rather than start a
+	// worker as this process's own user.
+	User, Group string
+
 	// Starter starts the workers; nil forks this executable again.
 	Starter Starter
 	// Bind opens one listening socket and returns the parent's raw

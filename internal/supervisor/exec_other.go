@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-func newExecStarter(*slog.Logger, int, []string) (Starter, error) { return nil, errUnsupported }
+func newExecStarter(*slog.Logger, int, []string, string, string) (Starter, error) {
+	return nil, errUnsupported
+}
 
 // Command is forkline run's program; workers need descriptor passing, so it
 // runs nowhere here.
@@ -17,6 +19,6 @@ type Command struct {
 	Output     func(id, pid, gen int, stderr bool, line string)
 }
 
-func newCommandStarter(*slog.Logger, Command, int, []Address) (Starter, error) {
+func newCommandStarter(*slog.Logger, Command, int, []Address, string, string) (Starter, error) {
 	return nil, errUnsupported
 }

@@ -34,16 +34,21 @@ type execStarter struct {
 	exe   string
 	args  []string
 	env   []string
+	cred  *syscall.Credential // the workers' user; nil: this process's
 	spawn *spawner
 	reap  *reaper // nil unless this process is PID 1
 }
 
-func newExecStarter(log *slog.Logger, procs int, extraEnv []string) (*execStarter, error) {
+func newExecStarter(log *slog.Logger, procs int, extraEnv []string, user, group string) (*execStarter, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("prefork: cannot find the executable to start workers: %w", err)
 	}
-	st := &execStarter{exe: exe, args: os.Args, env: append(workerEnv(os.Environ(), procs), extraEnv...), spawn: startSpawner()}
+	cred, err := workerCredential(user, group)
+	if err != nil {
+		return nil, err
+	}
+	st := &execStarter{exe: exe, args: os.Args, env: append(workerEnv(os.Environ(), procs), extraEnv...), cred: cred, spawn: startSpawner()}
 	st.reap = startReaper(log, st.spawn)
 	return st, nil
 }
@@ -107,7 +112,7 @@ func (st *execStarter) startProcess(spec Spec, conn *wire.Conn, fds []int, child
 		Stderr:      os.Stderr,
 		Env:         append(st.env[:len(st.env):len(st.env)], identity(spec.ID, spec.Gen)...),
 		ExtraFiles:  []*os.File{childEnd, crashW}, // wire.FDChannel, wire.FDCrash
-		SysProcAttr: sysProcAttr(),
+		SysProcAttr: sysProcAttr(st.cred),
 	}
 	st.spawn.run(func() {
 		if err = cmd.Start(); err == nil {
@@ -116,7 +121,7 @@ func (st *execStarter) startProcess(spec Spec, conn *wire.Conn, fds []int, child
 	})
 	if err != nil {
 		crashR.Close()
-		return nil, err
+		return nil, explainStart(err, st.cred)
 	}
 	p := &execProcess{cmd: cmd, crash: make(chan string, 1), crashR: crashR, reap: st.reap}
 	go p.readCrash() // Wait waits for it

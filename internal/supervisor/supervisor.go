@@ -150,7 +150,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	s.storeSteering()
 	if s.start == nil && cfg.Command != nil {
-		st, err := newCommandStarter(s.log, *cfg.Command, cfg.WorkerProcs, cfg.Addrs)
+		st, err := newCommandStarter(s.log, *cfg.Command, cfg.WorkerProcs, cfg.Addrs, cfg.User, cfg.Group)
 		if err != nil {
 			s.closeSockets()
 			return nil, err
@@ -158,7 +158,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.start = st
 	}
 	if s.start == nil {
-		st, err := newExecStarter(s.log, cfg.WorkerProcs, cfg.WorkerEnv)
+		st, err := newExecStarter(s.log, cfg.WorkerProcs, cfg.WorkerEnv, cfg.User, cfg.Group)
 		if err != nil {
 			s.closeSockets()
 			return nil, err
