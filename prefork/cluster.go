@@ -378,3 +378,20 @@ func (c *Cluster) SetWorkers(n int) error {
 	}
 	return s.SetWorkers(n)
 }
+
+// Upgrade re-executes the parent in place from the executable on disk
+// (SIGUSR2 does the same): the same pid, the same workers, sockets and
+// channels, adopted by the new binary (Linux). The new binary must first
+// pass a check (run with a variable that makes it print the state version it
+// reads); if it does not, or if the cluster stops meanwhile, Upgrade
+// returns why and this parent carries on. A new parent that cannot adopt
+// the state gives it back to the old executable, which carries on. When the
+// upgrade succeeds, this process image is gone: Upgrade does not return,
+// and the new parent's EventUpgraded says so. ErrNotParent in a worker.
+func (c *Cluster) Upgrade(ctx context.Context) error {
+	s, err := c.parent()
+	if err != nil {
+		return err
+	}
+	return s.Upgrade(ctx)
+}

@@ -2,7 +2,6 @@ package prefork
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -37,14 +36,25 @@ type controlSocket struct {
 
 // openControl creates the control socket, or returns nil when none is
 // configured.
-func openControl(c *Cluster, cfg Config) (*controlSocket, error) {
+func openControl(c *Cluster, cfg Config, up *supervisor.UpgradeHandoff) (*controlSocket, error) {
 	path := controlPath(cfg)
 	if path == "" {
 		return nil, nil
 	}
-	ln, err := control.Listen(path)
-	if err != nil {
-		return nil, fmt.Errorf("prefork: Config.ControlSocket: %w", err)
+	var ln *net.UnixListener
+	if fd := up.Carried(carriedControl); fd >= 0 {
+		// The previous parent's socket, carried by its upgrade.
+		l, err := net.FileListener(os.NewFile(uintptr(fd), "forkline-control"))
+		if err != nil {
+			return nil, fmt.Errorf("prefork: the control socket the upgrade carried: %w", err)
+		}
+		ln = l.(*net.UnixListener)
+		ln.SetUnlinkOnClose(true)
+	} else {
+		var err error
+		if ln, err = control.Listen(path); err != nil {
+			return nil, fmt.Errorf("prefork: Config.ControlSocket: %w", err)
+		}
 	}
 	return &controlSocket{c: c, ln: ln, log: cfg.Logger, started: time.Now(), subs: map[chan control.Event]struct{}{}}, nil
 }
@@ -106,6 +116,7 @@ func (cs *controlSocket) Status(ctx context.Context) (control.Status, error) {
 	}
 	out := control.Status{PID: st.PID, Started: cs.started, Generation: st.Generation, Workers: st.Workers,
 		ReloadsOK: st.ReloadsOK, ReloadsFailed: st.ReloadsFailed, Respawns: st.Respawns,
+		Upgrades: st.Upgrades, UpgradesFailed: st.UpgradesFailed,
 		MessagesRelayed: st.MessagesRelayed, MessagesDropped: st.MessagesDropped}
 	slots := map[int]SlotStats{}
 	for _, sl := range st.Slots {
@@ -164,8 +175,22 @@ func (cs *controlSocket) Events(ctx context.Context) (<-chan control.Event, erro
 	return ch, nil
 }
 
-func (cs *controlSocket) Upgrade(context.Context) error {
-	return errors.New("prefork: upgrading the parent in place is not supported by this version")
+// Upgrade re-executes the parent in place; the client learns the outcome
+// from the new parent's status (its connection ends with this process's
+// image).
+func (cs *controlSocket) Upgrade(ctx context.Context) error { return cs.c.Upgrade(ctx) }
+
+// carriedControl names the control socket among what an upgrade carries.
+const carriedControl = "control"
+
+// carry is a duplicate of the control socket's descriptor, for the next
+// parent (Supervisor's CarryFDs).
+func (cs *controlSocket) carry() map[string]int {
+	f, err := cs.ln.File() // a duplicate; the listener stays as it is
+	if err != nil {
+		return nil
+	}
+	return map[string]int{carriedControl: int(f.Fd())} // f stays open: the exec takes it
 }
 
 // controlPath is Config.ControlSocket, by default

@@ -41,8 +41,8 @@
 // the start has failed: Run stops the other workers and returns a
 // [*WorkerError] carrying the worker's own cause.
 //
-// Workers learn of the parent's death by EOF on their channel (and, on
-// Linux, by a parent-death SIGTERM) and exit within a second. With
+// Workers learn of the parent's death by EOF on their channel and exit
+// within a second. With
 // Config.HeartbeatTimeout set, a worker that stops answering the parent's
 // probes is replaced.
 //

@@ -85,11 +85,20 @@ const (
 	// a new connection changed (Worker.Eligible): steering took a stalled
 	// slot out, or put it back.
 	EventEligible
+	// EventUpgrading: an upgrade of the parent in place began (SIGUSR2,
+	// Cluster.Upgrade, forkline upgrade).
+	EventUpgrading
+	// EventUpgraded: the parent was upgraded in place (this event comes
+	// from the new one); Event.Err says why not: its preflight failed (the
+	// old parent carries on), or the new parent gave the state back to the
+	// old executable (a rollback: the event comes from the old one again).
+	EventUpgraded
 )
 
 var eventNames = [...]string{EventFork: "fork", EventOnline: "online", EventListening: "listening",
 	EventDisconnect: "disconnect", EventExit: "exit", EventReady: "ready", EventReloading: "reloading",
-	EventReloaded: "reloaded", EventStopping: "stopping", EventEligible: "eligible"}
+	EventReloaded: "reloaded", EventStopping: "stopping", EventEligible: "eligible",
+	EventUpgrading: "upgrading", EventUpgraded: "upgraded"}
 
 // String returns the event's name: Node's "fork", "online", "listening",
 // "disconnect" and "exit", then "ready", "reloading", "reloaded",

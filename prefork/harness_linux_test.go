@@ -52,7 +52,7 @@ const (
 	kindEvent      = "event"       // a prefork.Event of the parent
 	kindStart      = "start"       // the helper's parent runs; PID is its own pid
 	kindRun        = "run"         // Run returned; Err is what it returned
-	kindReloadCall = "reload-call" // the helper calls Cluster.Reload (SIGUSR2)
+	kindReloadCall = "reload-call" // the helper calls Cluster.Reload (SIGWINCH; SIGUSR2 is the upgrade)
 	kindReload     = "reload"      // a Cluster.Reload call returned Err
 	kindReport     = "report"      // on SIGUSR1: N goroutines, and Cluster.Workers
 )
@@ -129,6 +129,13 @@ type observer struct {
 // cluster starts a worker.
 func openObserver() *observer {
 	if prefork.IsWorker() || os.Getenv(envObs) != strconv.Itoa(obsFD) {
+		return nil
+	}
+	// The pipe is close-on-exec (workers must not inherit it): a parent
+	// that an upgrade executed again has none, and the descriptor may be
+	// one of the sockets the upgrade carried. Only a pipe is ours.
+	var st syscall.Stat_t
+	if syscall.Fstat(obsFD, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
 		return nil
 	}
 	syscall.CloseOnExec(obsFD)

@@ -41,6 +41,15 @@ func (c *Cluster) runParent(cfg Config) error {
 	sc := cfg.supervisorConfig(inherit)
 	sc.Starter = c.testStarter()
 	sc.Command = c.command
+	// An upgrade's new parent: the state of the old one, or, when it
+	// cannot be read, back to the old executable.
+	up, err := supervisor.PendingUpgrade()
+	if err != nil {
+		close(ready)
+		stopSignals(err)
+		return up.Rollback(err)
+	}
+	sc.Upgrade = up
 	sc.WorkerEnv = c.testEnv
 	closeManager, err := serviceManager(&sc, cfg.Logger)
 	if err != nil {
@@ -49,13 +58,14 @@ func (c *Cluster) runParent(cfg Config) error {
 		return err
 	}
 	defer closeManager()
-	cs, err := openControl(c, cfg)
+	cs, err := openControl(c, cfg, up)
 	if err != nil {
 		close(ready)
 		stopSignals(err)
 		return err
 	}
 	if cs != nil {
+		sc.CarryFDs = cs.carry
 		onEvent := sc.OnEvent
 		sc.OnEvent = func(ev supervisor.Event) {
 			cs.publish(ev)
@@ -65,6 +75,11 @@ func (c *Cluster) runParent(cfg Config) error {
 		}
 	}
 	s, err = supervisor.New(sc)
+	if err != nil && up != nil {
+		// Give the state back before anything else runs: the old
+		// executable adopts it (its own control socket included).
+		err = up.Rollback(err)
+	}
 	close(ready)
 	if err != nil {
 		stopSignals(err)
@@ -72,6 +87,11 @@ func (c *Cluster) runParent(cfg Config) error {
 			cs.ln.Close()
 		}
 		return err
+	}
+	// Signals that came while an upgrade executed this process, before the
+	// handler ran, are applied now.
+	for _, sig := range supervisor.TakeEarlySignals() {
+		go onEarly(s, sig)
 	}
 	defer c.attach(s)()
 	var g run.Group
@@ -91,6 +111,12 @@ func (c *Cluster) runParent(cfg Config) error {
 		defer func() { cancel(); <-done }()
 	}
 	return publicErr(g.Run())
+}
+
+// onEarly applies a signal caught before the handler ran, once the
+// supervisor runs.
+func onEarly(s *supervisor.Supervisor, sig os.Signal) {
+	s.Signal(sig, signals.ActionOf(sig))
 }
 
 // inheritMode resolves Config.Mode: whether every slot shares one socket.

@@ -288,8 +288,8 @@ func checkFailedReload(t *testing.T, c *testCluster, addr string, pids map[int]i
 	if o.Gen != 2 || !strings.Contains(o.Err, cause) || strings.Contains(o.Err, "pid 0") {
 		t.Errorf("failed reload: %v, want gen 2 and the cause %q", o, cause)
 	}
-	if api { // the helper's parent calls Reload on SIGUSR2
-		c.signal(syscall.SIGUSR2)
+	if api { // the helper's parent calls Reload on SIGWINCH
+		c.signal(syscall.SIGWINCH)
 		o = c.await(30*time.Second, "the result of Cluster.Reload", func(o observation) bool {
 			count(o)
 			return o.Kind == kindReload
@@ -458,9 +458,9 @@ func TestReloadCallsAnsweredOnStop(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, "-workers", "2", "-slow-from-gen", "2", "-reload-timeout", "10s", "-stop-timeout", "5s")
 	c.ready()
-	c.signal(syscall.SIGUSR2)
+	c.signal(syscall.SIGWINCH)
 	c.awaitEvent(10*time.Second, "the reload by Cluster.Reload", prefork.EventReloading, func(o observation) bool { return o.Gen == 2 })
-	c.signal(syscall.SIGUSR2)
+	c.signal(syscall.SIGWINCH)
 	c.awaitKind(10*time.Second, kindReloadCall) // the first call's came before its reload
 	// The second call reaches the idle supervisor microseconds after that
 	// observation; the SIGTERM takes the long way (pipe, this process,

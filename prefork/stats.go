@@ -16,6 +16,9 @@ type Stats struct {
 	ReloadsOK     int // reloads that served
 	ReloadsFailed int // reloads that failed (the old generation served on)
 	Respawns      int // workers started after one died or was stopped from outside
+	// Upgrades counts upgrades of the parent in place (Upgrade, SIGUSR2),
+	// carried across them; UpgradesFailed those refused or rolled back.
+	Upgrades, UpgradesFailed int
 
 	MessagesRelayed int64 // worker-to-worker messages the parent relayed
 	MessagesDropped int64 // relayed messages that could not be delivered
@@ -66,7 +69,7 @@ func (c *Cluster) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, err
 	}
 	st := Stats{PID: os.Getpid(), Generation: in.Gen, Workers: in.Wanted, ReloadsOK: in.ReloadsOK,
-		ReloadsFailed: in.ReloadsFailed, Respawns: in.Respawns, MessagesRelayed: in.Relayed, MessagesDropped: in.Dropped}
+		ReloadsFailed: in.ReloadsFailed, Respawns: in.Respawns, Upgrades: in.Upgrades, UpgradesFailed: in.UpgradesFailed, MessagesRelayed: in.Relayed, MessagesDropped: in.Dropped}
 	for _, sl := range in.Slots {
 		st.Slots = append(st.Slots, SlotStats{ID: sl.ID, PID: sl.PID, Eligible: sl.Eligible, Restarts: sl.Restarts,
 			Queue: sl.Queue, Backlog: sl.Backlog, Requests: sl.Requests, CPU: sl.CPU})

@@ -13,6 +13,8 @@
 //	SIGQUIT  Quit       stop at once: kill the workers and exit
 //	SIGTTIN  ScaleUp    run one worker more
 //	SIGTTOU  ScaleDown  run one worker fewer
+//	SIGUSR2  Upgrade    re-execute the parent from the executable on disk,
+//	                    in place (same pid), keeping every worker; Linux
 //
 // This package only maps and delivers; the parent (package prefork) does
 // the work in the right column. The table follows gunicorn, and SIGTERM is
@@ -59,6 +61,7 @@ const (
 	Quit                    // SIGQUIT: kill the workers and exit
 	ScaleUp                 // SIGTTIN: one worker more
 	ScaleDown               // SIGTTOU: one worker fewer
+	Upgrade                 // SIGUSR2: re-execute the parent in place, workers kept
 )
 
 var actionNames = [...]string{
@@ -68,10 +71,11 @@ var actionNames = [...]string{
 	Quit:      "quit",
 	ScaleUp:   "scale-up",
 	ScaleDown: "scale-down",
+	Upgrade:   "upgrade",
 }
 
 // String returns the action in lower case, as logs show it: "none",
-// "reload", "stop", "quit", "scale-up", "scale-down"; any other value gives
+// "reload", "stop", "quit", "scale-up", "scale-down", "upgrade"; any other value gives
 // "Action(n)".
 func (a Action) String() string {
 	if a >= 0 && int(a) < len(actionNames) {

@@ -62,7 +62,7 @@ func TestParse(t *testing.T) {
 		})
 	}
 	_, err := Parse("FOO")
-	if want := `signals: unknown signal "FOO" (known: HUP, INT, QUIT, TERM, TTIN, TTOU)`; err == nil || err.Error() != want {
+	if want := `signals: unknown signal "FOO" (known: HUP, INT, QUIT, TERM, TTIN, TTOU, USR2)`; err == nil || err.Error() != want {
 		t.Errorf("Parse(FOO) error = %v, want %q", err, want)
 	}
 }

@@ -11,4 +11,5 @@ var table = [...]entry{
 	{"TERM", unix.SIGTERM, Stop},
 	{"TTIN", unix.SIGTTIN, ScaleUp},
 	{"TTOU", unix.SIGTTOU, ScaleDown},
+	{"USR2", unix.SIGUSR2, Upgrade},
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -333,4 +335,57 @@ func showProgress(w io.Writer, label func() string) (stop func()) {
 		close(quit)
 		<-done
 	}
+}
+
+// cmdUpgrade asks the parent to re-execute itself in place, then waits for
+// the outcome: the new parent's status says it, since the old one's
+// connection ends with its image.
+func cmdUpgrade(cl *cli, args []string) int {
+	if _, code, ok := cl.parse(cl.flags(), args, 0, 0); !ok {
+		return code
+	}
+	c, code := cl.dial()
+	if c == nil {
+		return code
+	}
+	before, err := c.Status(cl.ctx)
+	if err != nil {
+		c.Close()
+		return cl.fail(err)
+	}
+	stop := showProgress(cl.stderr, func() string { return "upgrading" })
+	defer stop()
+	_, err = c.Do(cl.ctx, control.Request{Cmd: "upgrade"})
+	c.Close()
+	switch {
+	case err == nil:
+	case cl.ctx.Err() != nil:
+		return cl.fail(err)
+	case !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET):
+		return cl.fail(fmt.Errorf("refused: %w", err)) // the cluster said why: it carries on
+	}
+	// The parent executes the new binary: ask it until it answers.
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if c, err := control.Dial(cl.socket); err == nil {
+			st, err := c.Status(cl.ctx)
+			c.Close()
+			switch {
+			case err != nil:
+			case st.Upgrades > before.Upgrades:
+				stop()
+				fmt.Fprintf(cl.stdout, "upgraded: parent %d, %d workers kept\n", st.PID, len(st.Slots))
+				return exitOK
+			case st.UpgradesFailed > before.UpgradesFailed:
+				stop()
+				return cl.fail(fmt.Errorf("failed: the new parent gave the state back; parent %d carries on (its log says why)", st.PID))
+			}
+		}
+		select {
+		case <-cl.ctx.Done():
+			return cl.fail(cl.ctx.Err())
+		case <-time.After(50 * time.Millisecond): // polling a parent that is restarting its image
+		}
+	}
+	return cl.fail(errors.New("no answer from the parent within a minute of the upgrade"))
 }

@@ -62,6 +62,7 @@ func init() {
 		{"kill", "ID [SIGNAL]", "send a signal (default TERM) to worker ID", cmdKill},
 		{"stop", "", "stop the cluster gracefully and wait until it has stopped", cmdStop},
 		{"events", "[-json]", "print the cluster's events as they happen, until interrupted", cmdEvents},
+		{"upgrade", "", "re-execute the parent in place from the binary on disk, keeping the workers; wait for the outcome", cmdUpgrade},
 		{"run", "[flags] -- CMD [ARGS...]", "run CMD as every worker of a new cluster, each on its own socket", cmdRun},
 	}
 }

@@ -114,7 +114,9 @@ type Status struct {
 	Workers         int       `json:"workers"`    // the workers wanted (the slots)
 	ReloadsOK       int       `json:"reloads_ok"`
 	ReloadsFailed   int       `json:"reloads_failed"`
-	Respawns        int       `json:"respawns"` // workers started to replace one that died
+	Respawns        int       `json:"respawns"`        // workers started to replace one that died
+	Upgrades        int       `json:"upgrades"`        // upgrades of the parent in place
+	UpgradesFailed  int       `json:"upgrades_failed"` // refused or rolled back
 	MessagesRelayed int64     `json:"messages_relayed"`
 	MessagesDropped int64     `json:"messages_dropped"`
 	// Slots are the live workers by ID, then Gen: during a reload a slot

@@ -42,7 +42,13 @@ func (s *Supervisor) Signal(sig os.Signal, a signals.Action) {
 
 func (s *Supervisor) onSignal(sig os.Signal, a signals.Action) {
 	s.log.Info("signal", "signal", signals.Name(sig), "action", a.String())
+	if s.upg != nil && s.upg.stage == "quiesce" && (a == signals.Reload || a == signals.ScaleUp || a == signals.ScaleDown || a == signals.Upgrade) {
+		s.upgradeSigs = append(s.upgradeSigs, sig) // the new parent applies it
+		return
+	}
 	switch a {
+	case signals.Upgrade:
+		s.requestUpgrade(nil)
 	case signals.Stop:
 		if s.phase >= stopping && sig == os.Interrupt {
 			s.sigints++

@@ -63,6 +63,12 @@ type Config struct {
 	// worker as this process's own user.
 	User, Group string
 
+	// Upgrade is the state an upgrade handed this process (PendingUpgrade):
+	// New and Run adopt it. CarryFDs names the descriptors of the caller's
+	// that an upgrade carries to the next parent (the control socket).
+	Upgrade  *UpgradeHandoff
+	CarryFDs func() map[string]int
+
 	// Starter starts the workers; nil forks this executable again.
 	Starter Starter
 	// Bind opens one listening socket and returns the parent's raw

@@ -21,6 +21,8 @@ const (
 	EventReloaded  // a reload ended; Err says why it failed, if it did
 	EventStopping  // the cluster stops
 	EventEligible  // whether the kernel may give a worker's slot a connection changed
+	EventUpgrading // an upgrade of the parent began
+	EventUpgraded  // the parent was upgraded in place (Err: why not)
 )
 
 // Event is one event. Worker is set for a worker's events.

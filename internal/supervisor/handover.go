@@ -46,7 +46,7 @@ func (s *Supervisor) requestReload(done chan<- error) {
 	switch {
 	case s.phase >= stopping:
 		notify(waiters, ErrClosed)
-	case s.phase == starting || (s.ho != nil && s.ho.kind == reload):
+	case s.phase == starting || (s.ho != nil && s.ho.kind == reload) || s.upg != nil:
 		if s.queued == nil {
 			s.queued = &handover{kind: reload}
 			s.log.Info("reload queued behind the one running")
@@ -189,7 +189,13 @@ func (s *Supervisor) finishHandover(h *handover, err error) {
 // next starts what waits for the running handover to end: a queued
 // reload, then queued recycles, then a change of the worker count.
 func (s *Supervisor) next() {
-	if s.phase != serving || s.ho != nil {
+	if s.phase != serving || s.ho != nil || s.upg != nil {
+		return
+	}
+	if s.upgradeWanted {
+		waiters := s.upgradeQueued
+		s.upgradeWanted, s.upgradeQueued = false, nil
+		s.beginUpgrade(waiters)
 		return
 	}
 	if q := s.queued; q != nil {

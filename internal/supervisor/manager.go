@@ -93,6 +93,10 @@ func (s *Supervisor) tellManager(ev Event) {
 	case EventStopping:
 		s.extendUntil = time.Now().Add(s.cfg.StopTimeout + killGrace)
 		s.notify("STOPPING=1", "STATUS="+s.status())
+	case EventUpgrading:
+		s.notify("RELOADING=1", monotonicUsec(), "STATUS=upgrading the parent in place")
+	case EventUpgraded:
+		s.notify("READY=1", "STATUS="+s.status())
 	}
 }
 

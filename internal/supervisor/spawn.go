@@ -30,6 +30,9 @@ type exitReport struct {
 // returns nil when the process could not be started (that failure is
 // handled here, as any failed start is).
 func (s *Supervisor) spawn(sl *slot, gen int, ho *handover) *worker {
+	if s.upg != nil && s.upg.stage == "quiesce" {
+		return nil // the next parent fills the slot
+	}
 	st, err := s.start.Start(Spec{ID: sl.id, Gen: gen, FDs: sl.fds, Welcome: s.welcome()})
 	if err != nil {
 		s.log.Error("cannot start worker", "worker", sl.id, "gen", gen, "err", err)
@@ -97,6 +100,10 @@ func (s *Supervisor) read(w *worker) error {
 		}
 		if err == nil {
 			continue
+		}
+		if errors.Is(err, wire.ErrDetached) { // an upgrade: the channel goes on in the next parent
+			s.call(func() { s.readerDetached(w) })
+			return err
 		}
 		if !isClosed(err) {
 			// A broken channel: this worker cannot be trusted to follow

@@ -18,6 +18,7 @@ type Stats struct {
 	Wanted                   int // the slots wanted
 	ReloadsOK, ReloadsFailed int
 	Respawns                 int   // workers started after a crash or an outside stop
+	Upgrades, UpgradesFailed int   // upgrades of the parent in place
 	Relayed, Dropped         int64 // messages relayed between workers, and dropped
 	Slots                    []SlotStats
 	Procs                    []ProcStats // every live worker, by id then generation
@@ -47,6 +48,7 @@ type ProcStats struct {
 type counters struct {
 	reloadsOK, reloadsFailed int
 	respawns                 int
+	upgrades, upgradesFailed int
 	relayed, dropped         atomic.Int64 // counted by the workers' reader goroutines
 }
 
@@ -62,7 +64,7 @@ func (s *Supervisor) Stats(ctx context.Context) (Stats, error) {
 	var ws []*worker
 	err := s.do(func() error {
 		st = Stats{Gen: s.gen, Wanted: s.wanted(), ReloadsOK: s.counts.reloadsOK, ReloadsFailed: s.counts.reloadsFailed,
-			Respawns: s.counts.respawns, Relayed: s.counts.relayed.Load(), Dropped: s.counts.dropped.Load()}
+			Respawns: s.counts.respawns, Upgrades: s.counts.upgrades, UpgradesFailed: s.counts.upgradesFailed, Relayed: s.counts.relayed.Load(), Dropped: s.counts.dropped.Load()}
 		for w := range s.workers {
 			ws = append(ws, w)
 		}

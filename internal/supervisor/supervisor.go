@@ -49,6 +49,11 @@ type Supervisor struct {
 	lastGen int   // the highest generation started; numbers are never reused
 	sigints int   // SIGINTs while stopping
 
+	upg           *upgrade       // an upgrade of the parent under way (upgrade_linux.go)
+	upgradeWanted bool           // an upgrade waits for the running start or handover
+	upgradeQueued []chan<- error // and who waits for it
+	upgradeSigs   []os.Signal    // signals that came during an upgrade, for the new parent
+
 	ho       *handover // the handover running
 	queued   *handover // a reload waiting for its turn: SIGHUPs coalesce into it
 	recycles []*slot   // recycles waiting for their turn
@@ -116,6 +121,12 @@ func New(cfg Config) (*Supervisor, error) {
 		s.relayWait = min(maxRelayWait, cfg.HeartbeatTimeout/4)
 	}
 	s.resp = msg.Responder{Handler: cfg.OnRequest, Log: s.log}
+	if cfg.Upgrade != nil {
+		if err := s.checkUpgrade(); err != nil {
+			return nil, err
+		}
+		s.cfg.Inherited = cfg.Upgrade.inherited()
+	}
 	s.resetsQueue = !cfg.Inherit && migrateOff()
 	s.routes.Store(new(map[int]*worker))
 	release, err := s.openEndpoints(cfg.Bind == nil)
@@ -193,8 +204,15 @@ func (s *Supervisor) Run() error {
 	defer s.reqs.Fail(ErrClosed)
 
 	s.gen, s.lastGen = 1, 1
-	for _, sl := range s.slots {
-		s.spawn(sl, s.gen, nil)
+	if s.cfg.Upgrade != nil {
+		if err := s.resumeUpgrade(); err != nil {
+			s.log.Error("adopting the upgrade's workers", "err", err)
+			s.fail(err)
+		}
+	} else {
+		for _, sl := range s.slots {
+			s.spawn(sl, s.gen, nil)
+		}
 	}
 	s.startManager()
 	if s.cfg.HeartbeatTimeout > 0 {

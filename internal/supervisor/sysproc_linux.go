@@ -3,12 +3,13 @@ package supervisor
 import "syscall"
 
 // sysProcAttr puts each worker in a process group of its own (see
-// exec_unix.go) and asks Linux to send it SIGTERM when the parent dies, as
-// well as the EOF on its channel that every platform has. The worker
-// treats a SIGTERM whose parent is gone as "parent died". cred, if not
-// nil, is the user it runs as (cred_unix.go): a change of credentials
-// clears the parent-death signal, and os/exec's child sets it after it has
-// switched, so it holds.
+// exec_unix.go), with cred, if not nil, as its user (cred_unix.go). It
+// sets no parent-death signal: Linux ties that signal to the thread that
+// forked the child, not the process, and an upgrade's exec
+// (upgrade_linux.go) ends every thread but the one that execs, which would
+// signal the workers forked from the others. A worker learns its parent's
+// death from the EOF on its channel, on every platform: the parent's end
+// is close-on-exec and only the parent holds it.
 func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM, Credential: cred}
+	return &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 }

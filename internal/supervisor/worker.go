@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"fmt"
+
+	"github.com/forkline/forkline/internal/wire"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -95,6 +97,11 @@ type worker struct {
 	// relayStuck: a relay to it timed out waiting for room (see relaySend).
 	relayStuck atomic.Bool
 	relays     relayed // requests relayed to it that wait for its answer
+
+	// An upgrade: its channel detached (with what it had received), and
+	// its reader ended on it.
+	detached   *wire.Detached
+	readerDone bool
 
 	// Stats: what it served as it last said, and its CPU time as last read.
 	requests atomic.Int64
