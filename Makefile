@@ -2,7 +2,7 @@
 GO ?= go
 OSES := darwin freebsd openbsd windows
 
-.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload bench-steer bench-run soak clean
+.PHONY: all build test race lint cross fuzz bench bench-ipc bench-reload bench-upgrade bench-steer bench-run soak clean
 
 all: lint test
 
@@ -44,6 +44,9 @@ bench-ipc:
 
 bench-reload:
 	cd bench && $(GO) run ./reload
+
+bench-upgrade:
+	cd bench && $(GO) run ./upgrade
 
 bench-steer:
 	cd bench && $(GO) run ./steer
