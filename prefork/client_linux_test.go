@@ -111,6 +111,7 @@ type load struct {
 	// untilRefused: a refused dial ends a client rather than fail; the
 	// cluster has closed its sockets (a stop).
 	untilRefused bool
+	maxTime      time.Duration // the clients' bound; 0: loadMaxTime
 
 	mu       sync.Mutex
 	grew     chan struct{} // closed, and replaced, at every answer
@@ -138,7 +139,7 @@ func startLoad(addr string, n int, keepAlive bool) *load {
 func startLoadWith(l *load, addr string, n int) *load {
 	l.stop, l.grew = make(chan struct{}), make(chan struct{})
 	l.gens, l.pids = make(map[int]int), make(map[int]map[int]bool)
-	end := time.Now().Add(loadMaxTime)
+	end := time.Now().Add(cmpOr(l.maxTime, loadMaxTime))
 	for range n {
 		l.wg.Go(func() { l.client(addr, end) })
 	}
@@ -347,4 +348,11 @@ func portOf(t *testing.T, addr string) int {
 	}
 	port, _ := strconv.Atoi(p)
 	return port
+}
+
+func cmpOr(d, dflt time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return dflt
 }

@@ -117,7 +117,9 @@ func TestUpgradeInPlace(t *testing.T) {
 	sock := filepath.Join(b.dir, "ctl.sock")
 	c := startUpgradable(t, b, "-workers", "2", "-control", sock)
 	addr, pids := c.ready()
-	fresh, keep := startLoad(addr, 4, false), startLoad(addr, 4, true)
+	// 20 upgrades take 20-60 s here under -race: the clients' bound is longer.
+	fresh := startLoadWith(&load{maxTime: 3 * time.Minute}, addr, 4)
+	keep := startLoadWith(&load{keepAlive: true, maxTime: 3 * time.Minute}, addr, 4)
 	fresh.awaitOK(t, 20, 20*time.Second)
 	keep.awaitOK(t, 20, 20*time.Second)
 
