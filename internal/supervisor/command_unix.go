@@ -53,6 +53,7 @@ func init() {
 func execCommand() {
 	os.Unsetenv(envExec)
 	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	closeOnExecAbove(3 + atoiOr(os.Getenv("LISTEN_FDS"), 0))
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "forkline: no command to run")
 		os.Exit(127)
@@ -63,6 +64,30 @@ func execCommand() {
 	}
 	fmt.Fprintf(os.Stderr, "forkline: cannot run %s: %v\n", os.Args[1], err)
 	os.Exit(127)
+}
+
+// closeOnExecAbove marks every descriptor from first on close-on-exec, so
+// that the program gets its sockets and nothing else: a descriptor the
+// parent itself inherited without close-on-exec (from a shell, a CI runner)
+// would otherwise reach every worker. Where /dev/fd cannot be listed it
+// does nothing.
+func closeOnExecAbove(first int) {
+	entries, err := os.ReadDir("/dev/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= first {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}
+
+func atoiOr(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
 }
 
 // commandStarter starts a Command's workers.
