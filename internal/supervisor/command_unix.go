@@ -198,7 +198,7 @@ func (st *commandStarter) Start(spec Spec) (Started, error) {
 		Stderr:      stderrW,
 		Env:         env,
 		ExtraFiles:  files,
-		SysProcAttr: sysProcAttr(st.cred),
+		SysProcAttr: commandProcAttr(st.cred),
 	}
 	st.spawn.run(func() {
 		if err = cmd.Start(); err == nil {

@@ -13,3 +13,13 @@ import "syscall"
 func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 }
+
+// commandProcAttr is sysProcAttr for forkline run's workers, which have no
+// channel whose EOF would tell them that the parent died: Linux sends them
+// SIGTERM (their drain) then. Their parent is never upgraded in place, so
+// the thread that forked them (the spawner's) lives as long as it does.
+func commandProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
+	a := sysProcAttr(cred)
+	a.Pdeathsig = syscall.SIGTERM
+	return a
+}

@@ -10,3 +10,8 @@ import "syscall"
 func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 }
+
+// commandProcAttr is sysProcAttr for forkline run's workers. Without a
+// parent-death signal here, a worker whose parent was killed runs on until
+// someone stops it.
+func commandProcAttr(cred *syscall.Credential) *syscall.SysProcAttr { return sysProcAttr(cred) }
