@@ -102,7 +102,7 @@ type commandStarter struct {
 	reap  *reaper
 }
 
-func newCommandStarter(log *slog.Logger, c Command, procs int, addrs []Address, user, group string) (*commandStarter, error) {
+func newCommandStarter(log *slog.Logger, c Command, _ int, addrs []Address, user, group string) (*commandStarter, error) {
 	if len(c.Argv) == 0 {
 		return nil, errors.New("prefork: no command to run")
 	}
@@ -124,7 +124,7 @@ func newCommandStarter(log *slog.Logger, c Command, procs int, addrs []Address, 
 			return nil, err
 		}
 	}
-	env := workerEnv(os.Environ(), procs)
+	env := workerEnv(os.Environ(), 0) // no GOMAXPROCS: the program is not ours to tune
 	env = append(env, envExec+"=1", "LISTEN_FDS="+strconv.Itoa(len(addrs)), "EINHORN_FD_COUNT="+strconv.Itoa(len(addrs)))
 	var names []string
 	for i, a := range addrs {
