@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/forkline/forkline/internal/msg"
@@ -315,24 +313,6 @@ func (c Config) normalized() Config {
 		}
 	}
 	return c
-}
-
-// availableCPUs is how many CPUs the cluster may use: the Go runtime's
-// default GOMAXPROCS, which is the lower of the CPU affinity mask and the
-// cgroup CPU limit, rounded up (runtime.NumCPU sees only the mask: in a pod
-// limited to 2 CPUs on a 64-CPU node it says 64). With GOMAXPROCS set, by
-// the environment or a call, the default is computed aside and the setting
-// put back.
-var availableCPUs = sync.OnceValue(defaultGOMAXPROCS)
-
-func defaultGOMAXPROCS() int {
-	set := runtime.GOMAXPROCS(0)
-	runtime.SetDefaultGOMAXPROCS()
-	n := runtime.GOMAXPROCS(0)
-	if n != set {
-		runtime.GOMAXPROCS(set)
-	}
-	return n
 }
 
 // check reports a configuration the cluster cannot run with, naming the
