@@ -44,7 +44,9 @@ func openControl(c *Cluster, cfg Config, up *supervisor.UpgradeHandoff) (*contro
 	var ln *net.UnixListener
 	if fd := up.Carried(carriedControl); fd >= 0 {
 		// The previous parent's socket, carried by its upgrade.
-		l, err := net.FileListener(os.NewFile(uintptr(fd), "forkline-control"))
+		f := os.NewFile(uintptr(fd), "forkline-control")
+		l, err := net.FileListener(f) // a duplicate: f's is closed
+		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("prefork: the control socket the upgrade carried: %w", err)
 		}

@@ -50,6 +50,9 @@ func (c *Cluster) runParent(cfg Config) error {
 		return up.Rollback(err)
 	}
 	sc.Upgrade = up
+	// Signals that came while an upgrade executed this process, before the
+	// handler above ran: the supervisor applies them once it runs.
+	sc.EarlySignals = supervisor.TakeEarlySignals()
 	sc.WorkerEnv = c.testEnv
 	closeManager, err := serviceManager(&sc, cfg.Logger)
 	if err != nil {
@@ -88,11 +91,8 @@ func (c *Cluster) runParent(cfg Config) error {
 		}
 		return err
 	}
-	// Signals that came while an upgrade executed this process, before the
-	// handler ran, are applied now.
-	for _, sig := range supervisor.TakeEarlySignals() {
-		go onEarly(s, sig)
-	}
+	up.Adopted()
+
 	defer c.attach(s)()
 	var g run.Group
 	g.Add(s.Run, func(error) { s.Stop(true) })
@@ -111,12 +111,6 @@ func (c *Cluster) runParent(cfg Config) error {
 		defer func() { cancel(); <-done }()
 	}
 	return publicErr(g.Run())
-}
-
-// onEarly applies a signal caught before the handler ran, once the
-// supervisor runs.
-func onEarly(s *supervisor.Supervisor, sig os.Signal) {
-	s.Signal(sig, signals.ActionOf(sig))
 }
 
 // inheritMode resolves Config.Mode: whether every slot shares one socket.

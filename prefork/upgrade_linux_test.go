@@ -124,6 +124,8 @@ func TestUpgradeInPlace(t *testing.T) {
 	keep.awaitOK(t, 20, 20*time.Second)
 
 	start := time.Now()
+	var fdsAfterFirst int
+	var firstFDs map[int]string
 	for i := 1; i <= upgrades; i++ {
 		want := b.install(builds[i%2])
 		before, _ := fresh.counts()
@@ -133,6 +135,15 @@ func TestUpgradeInPlace(t *testing.T) {
 			t.Fatalf("upgrade %d: the parent does not run the file installed", i)
 		}
 		fresh.awaitOK(t, before+10, 20*time.Second) // served on, by the new parent's workers: the same
+		if i == 1 {
+			firstFDs = openFDs(t, c.pid)
+			fdsAfterFirst = len(firstFDs)
+		}
+	}
+	// Nothing the upgrades carry piles up: the parent's descriptors are as
+	// many after the last as after the first.
+	if n := len(openFDs(t, c.pid)); n != fdsAfterFirst {
+		t.Errorf("the parent has %d descriptors after %d upgrades, %d after the first: %v, then %v", n, upgrades, fdsAfterFirst, firstFDs, openFDs(t, c.pid))
 	}
 	elapsed := time.Since(start)
 	fresh.finish()
@@ -259,3 +270,4 @@ func TestUpgradeRefusedOrRolledBack(t *testing.T) {
 		t.Errorf("%d reloads, want 1", n)
 	}
 }
+

@@ -76,6 +76,16 @@ func (h *UpgradeHandoff) Carried(name string) int {
 	return -1
 }
 
+// Adopted releases what a rollback would have needed: the new parent
+// took the state (the old executable's descriptor would leak at every
+// upgrade otherwise).
+func (h *UpgradeHandoff) Adopted() {
+	if h != nil && h.exeFD >= 0 {
+		unix.Close(h.exeFD)
+		h.exeFD = -1
+	}
+}
+
 // Rollback gives the state back to the old executable: it re-executes it in
 // place, as the upgrade executed this one. It returns only if that fails.
 func (h *UpgradeHandoff) Rollback(cause error) error {
@@ -290,6 +300,18 @@ func (p *adoptedProcess) Wait() Exit {
 	}
 	ex.CPU = ps.UserTime() + ps.SystemTime()
 	return ex
+}
+
+// crashFD is a duplicate of the worker's crash pipe, for the next parent.
+func (p *adoptedProcess) crashFD() int {
+	if p.crashR == nil {
+		return -1
+	}
+	rc, err := p.crashR.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	return dupFD(rc)
 }
 
 func (p *adoptedProcess) readCrash() {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/forkline/forkline/internal/msg"
@@ -68,6 +69,9 @@ type Config struct {
 	// that an upgrade carries to the next parent (the control socket).
 	Upgrade  *UpgradeHandoff
 	CarryFDs func() map[string]int
+	// EarlySignals came before the caller's handler ran (an upgrade's
+	// first moments); Run applies them once the workers are adopted.
+	EarlySignals []os.Signal
 
 	// Starter starts the workers; nil forks this executable again.
 	Starter Starter

@@ -21,6 +21,7 @@ import (
 
 	"github.com/forkline/forkline/internal/msg"
 	"github.com/forkline/forkline/internal/wire"
+	"github.com/forkline/forkline/signals"
 )
 
 // phase is where the cluster is in its life.
@@ -213,6 +214,9 @@ func (s *Supervisor) Run() error {
 		for _, sl := range s.slots {
 			s.spawn(sl, s.gen, nil)
 		}
+	}
+	for _, sig := range s.cfg.EarlySignals {
+		s.onSignal(sig, signals.ActionOf(sig))
 	}
 	s.startManager()
 	if s.cfg.HeartbeatTimeout > 0 {

@@ -20,6 +20,7 @@ type upgrade struct{ stage string }
 type UpgradeHandoff struct{}
 
 func (h *UpgradeHandoff) Carried(string) int         { return -1 }
+func (h *UpgradeHandoff) Adopted()                   {}
 func (h *UpgradeHandoff) Rollback(cause error) error { return cause }
 func PendingUpgrade() (*UpgradeHandoff, error)       { return nil, nil }
 func TakeEarlySignals() []os.Signal                  { return nil }
