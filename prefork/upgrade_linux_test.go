@@ -270,4 +270,3 @@ func TestUpgradeRefusedOrRolledBack(t *testing.T) {
 		t.Errorf("%d reloads, want 1", n)
 	}
 }
-
