@@ -121,6 +121,8 @@ func helloMain(args []string) int {
 	if version == "" {
 		version = "1"
 	}
+	var inbox inbox
+	cfg.OnMessage = inbox.add
 	c := prefork.New(cfg)
 	if obs != nil {
 		defer helloParentSignals(c, obs, *reloadTimeout)()
@@ -133,6 +135,19 @@ func helloMain(args []string) int {
 		signal.Notify(release, syscall.SIGUSR1) // before the worker is online
 	}
 	mux := helloMux(version)
+	// /send?to=N&data=D sends D to worker N (relayed by the parent);
+	// /inbox lists what this worker received.
+	mux.HandleFunc("/send", func(w http.ResponseWriter, r *http.Request) {
+		to, _ := strconv.Atoi(r.URL.Query().Get("to"))
+		if err := c.Send(to, []byte(r.URL.Query().Get("data"))); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "Hello from worker=%d pid=%d gen=%d version=%s\n", prefork.WorkerID(), os.Getpid(), prefork.Generation(), version)
+	})
+	mux.HandleFunc("/inbox", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Hello from worker=%d pid=%d gen=%d version=%s\n%s", prefork.WorkerID(), os.Getpid(), prefork.Generation(), version, inbox.text())
+	})
 	var err error
 	switch {
 	case *panicStart && prefork.IsWorker():
@@ -290,4 +305,25 @@ func exeTail() []byte {
 	b := make([]byte, 64)
 	n, _ := f.ReadAt(b, fi.Size()-64)
 	return b[:n]
+}
+
+// inbox keeps the messages a hello worker received.
+type inbox struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (in *inbox) add(m prefork.Message) {
+	for _, f := range m.Files {
+		f.Close()
+	}
+	in.mu.Lock()
+	in.msgs = append(in.msgs, fmt.Sprintf("from %d: %s", m.From, m.Data))
+	in.mu.Unlock()
+}
+
+func (in *inbox) text() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return strings.Join(in.msgs, "\n")
 }

@@ -176,7 +176,29 @@ func TestUpgradeInPlace(t *testing.T) {
 		t.Fatal("after forkline upgrade the parent does not run the file installed")
 	}
 
-	// Everything else still works.
+	// Everything else still works: a message between workers, relayed by
+	// the new parent,
+	for sent := false; !sent; {
+		body, err := fetch(addr, "/send?to=2&data=after-the-upgrades", requestTimeout)
+		if err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		sent = strings.Contains(body, "worker=1 ")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		body, err := fetch(addr, "/inbox", requestTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(body, "worker=2 ") && strings.Contains(body, "from 1: after-the-upgrades") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker 2 did not get worker 1's message: %q", body)
+		}
+	}
+	// the control socket,
 	cl, err := control.Dial(sock)
 	if err != nil {
 		t.Fatal(err)
