@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/forkline/forkline/internal/exampletest"
 )
 
 const (
@@ -24,9 +26,9 @@ const (
 // keep-alive load and expects every request to be answered, and every old
 // worker to finish its drain without being killed.
 func TestReloadsLoseNoRequest(t *testing.T) {
-	c := startCluster(t, buildExample(t))
-	addr := c.waitLog(t, `msg=listening addr=(\S+)`)[1]
-	c.waitLog(t, `msg="cluster ready"`)
+	c := exampletest.Start(t, exampletest.Build(t))
+	addr := c.WaitLog(t, `msg=listening addr=(\S+)`)[1]
+	c.WaitLog(t, `msg="cluster ready"`)
 	waitBothWorkers(t, addr)
 
 	tl := newTally()
@@ -37,15 +39,15 @@ func TestReloadsLoseNoRequest(t *testing.T) {
 	}
 	start := time.Now()
 	for gen := 2; gen <= reloads+1; gen++ {
-		if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := c.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		c.waitLog(t, fmt.Sprintf(`msg=reloaded gen=%d\b`, gen))
+		c.WaitLog(t, fmt.Sprintf(`msg=reloaded gen=%d\b`, gen))
 		tl.waitGen(t, gen, perGen)
 	}
 	close(stop)
 	wg.Wait()
-	c.stop(t)
+	c.Stop(t)
 
 	res := tl.snapshot()
 	t.Logf("%d reloads in %v: %d requests answered, %d failed (%d connections closed by the server with Connection: close)",
@@ -56,11 +58,11 @@ func TestReloadsLoseNoRequest(t *testing.T) {
 	if res.failed > 0 {
 		t.Errorf("%d requests failed over %d reloads; first: %v", res.failed, reloads, res.errs)
 	}
-	if c.logged(`killing it`) {
-		t.Errorf("a draining worker was killed: its drain did not end on its own\n%s", c.log())
+	if c.Logged(`killing it`) {
+		t.Errorf("a draining worker was killed: its drain did not end on its own\n%s", c.Log())
 	}
-	if c.logged(`DATA RACE`) {
-		t.Errorf("the race detector found a race in a worker or the parent\n%s", c.log())
+	if c.Logged(`DATA RACE`) {
+		t.Errorf("the race detector found a race in a worker or the parent\n%s", c.Log())
 	}
 	for gen := 1; gen <= reloads+1; gen++ {
 		if res.byGen[gen] == 0 {

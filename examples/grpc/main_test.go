@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/forkline/forkline/internal/exampletest"
 )
 
 // The load: long clients each keep one grpc.ClientConn (one HTTP/2
@@ -49,9 +51,9 @@ func TestReloadsLoseNoRPC(t *testing.T) {
 // is done and the new generation has answered perGen RPCs), stops the
 // cluster and returns what the clients saw.
 func reloadUnderLoad(t *testing.T) *tally {
-	c := startCluster(t, buildExample(t))
-	addr := c.waitLog(t, `msg=listening addr=(\S+)`)[1]
-	c.waitLog(t, `msg="cluster ready"`)
+	c := exampletest.Start(t, exampletest.Build(t))
+	addr := c.WaitLog(t, `msg=listening addr=(\S+)`)[1]
+	c.WaitLog(t, `msg="cluster ready"`)
 	target := "passthrough:///" + addr
 	waitBothWorkers(t, target)
 
@@ -63,20 +65,20 @@ func reloadUnderLoad(t *testing.T) *tally {
 	}
 	start := time.Now()
 	for gen := 2; gen <= reloads+1; gen++ {
-		if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := c.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		c.waitLog(t, fmt.Sprintf(`msg=reloaded gen=%d\b`, gen))
+		c.WaitLog(t, fmt.Sprintf(`msg=reloaded gen=%d\b`, gen))
 		tl.waitGen(t, gen, perGen)
 	}
 	close(stop)
 	wg.Wait()
-	c.stop(t)
-	if c.logged(`killing it`) {
-		t.Errorf("a draining worker was killed: its drain did not end on its own\n%s", c.log())
+	c.Stop(t)
+	if c.Logged(`killing it`) {
+		t.Errorf("a draining worker was killed: its drain did not end on its own\n%s", c.Log())
 	}
-	if c.logged(`DATA RACE`) {
-		t.Errorf("the race detector found a race in a worker or the parent\n%s", c.log())
+	if c.Logged(`DATA RACE`) {
+		t.Errorf("the race detector found a race in a worker or the parent\n%s", c.Log())
 	}
 
 	res := tl.snapshot()

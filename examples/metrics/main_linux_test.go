@@ -15,6 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/forkline/forkline/internal/exampletest"
 )
 
 // TestMetricsFromTheParent runs the example and scrapes /metrics: the
@@ -22,15 +24,15 @@ import (
 // the whole cluster's metrics; a worker killed shows in its slot's restart
 // counter.
 func TestMetricsFromTheParent(t *testing.T) {
-	c := startCluster(t, buildExample(t), "-v", "-metrics-addr", "127.0.0.1:0")
-	metricsAddr := c.waitLog(t, `msg="serving metrics" addr=(\S+)`)[1]
+	c := exampletest.Start(t, exampletest.Build(t), "-v", "-metrics-addr", "127.0.0.1:0")
+	metricsAddr := c.WaitLog(t, `msg="serving metrics" addr=(\S+)`)[1]
 	workers := map[string]int{} // pid by slot
 	for range 2 {
-		m := c.waitLog(t, `msg=listening worker=(\d+) pid=(\d+)`)
+		m := c.WaitLog(t, `msg=listening worker=(\d+) pid=(\d+)`)
 		workers[m[1]], _ = strconv.Atoi(m[2])
 	}
-	c.waitLog(t, `msg="cluster ready"`)
-	parent := c.cmd.Process.Pid
+	c.WaitLog(t, `msg="cluster ready"`)
+	parent := c.Cmd.Process.Pid
 
 	fams := scrape(t, metricsAddr)
 	if got := sample(t, fams, "forkline_workers", "state", "listening"); got != 2 {
@@ -55,7 +57,7 @@ func TestMetricsFromTheParent(t *testing.T) {
 	if err := syscall.Kill(workers["1"], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	c.waitLog(t, `msg=listening worker=1 pid=`)
+	c.WaitLog(t, `msg=listening worker=1 pid=`)
 	fams = scrape(t, metricsAddr)
 	if got := sample(t, fams, "forkline_worker_restarts_total", "worker", "1"); got != 1 {
 		t.Errorf(`after a SIGKILL forkline_worker_restarts_total{worker="1"} = %v, want 1`, got)
@@ -63,7 +65,7 @@ func TestMetricsFromTheParent(t *testing.T) {
 	if got := sample(t, fams, "forkline_workers", "state", "listening"); got != 2 {
 		t.Errorf(`after a SIGKILL forkline_workers{state="listening"} = %v, want 2`, got)
 	}
-	c.stop(t)
+	c.Stop(t)
 }
 
 // scrape gets /metrics from addr and parses it.
