@@ -270,49 +270,28 @@ type adoptedProcess struct {
 
 func (p *adoptedProcess) Pid() int { return p.pid }
 
-func (p *adoptedProcess) Signal(sig os.Signal) error {
-	err := p.proc.Signal(sig)
-	if errors.Is(err, os.ErrProcessDone) {
-		return nil
-	}
-	return err
-}
+func (p *adoptedProcess) Signal(sig os.Signal) error { return signalProcess(p.proc, sig) }
 
 func (p *adoptedProcess) Wait() Exit {
 	ps, err := p.proc.Wait()
 	if p.crashR != nil {
 		p.crashR.SetReadDeadline(time.Now().Add(time.Second))
 	}
-	ex := Exit{Code: -1, Status: "exited during the parent's upgrade", Crash: <-p.crash}
+	crash := <-p.crash
 	if p.crashR != nil {
 		p.crashR.Close()
 	}
 	if err != nil || ps == nil {
-		return ex // reaped by the previous parent in its last moments
+		// Reaped by the previous parent in its last moments.
+		return Exit{Code: -1, Status: "exited during the parent's upgrade", Crash: crash}
 	}
-	ex.Status = ps.String()
-	ex.Code = ps.ExitCode()
-	if st, ok := ps.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-		ex.Signal = st.Signal()
-		ex.Status = "signal: " + st.Signal().String()
-	} else {
-		ex.Status = "exit status " + strconv.Itoa(ex.Code)
-	}
-	ex.CPU = ps.UserTime() + ps.SystemTime()
+	ex := processExit(ps, nil)
+	ex.Crash = crash
 	return ex
 }
 
 // crashFD is a duplicate of the worker's crash pipe, for the next parent.
-func (p *adoptedProcess) crashFD() int {
-	if p.crashR == nil {
-		return -1
-	}
-	rc, err := p.crashR.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	return dupFD(rc)
-}
+func (p *adoptedProcess) crashFD() int { return dupFile(p.crashR) }
 
 func (p *adoptedProcess) readCrash() {
 	ep := &execProcess{crashR: p.crashR, crash: p.crash}

@@ -71,10 +71,14 @@ func (s *Supervisor) onSignal(sig os.Signal, a signals.Action) {
 
 // Reload starts a new generation and waits until it serves (nil) or has
 // failed (its cause); one requested during another joins the next.
-func (s *Supervisor) Reload(ctx context.Context) error {
+func (s *Supervisor) Reload(ctx context.Context) error { return s.await(ctx, s.requestReload) }
+
+// await hands request to the loop with a channel for its outcome, and
+// waits for that, for ctx, or for the loop's end.
+func (s *Supervisor) await(ctx context.Context, request func(done chan<- error)) error {
 	done := make(chan error, 1)
 	select {
-	case s.calls <- func() { s.requestReload(done) }:
+	case s.calls <- func() { request(done) }:
 	case <-s.done:
 		return ErrClosed
 	case <-ctx.Done():

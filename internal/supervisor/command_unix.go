@@ -260,13 +260,7 @@ type commandProcess struct {
 
 func (p *commandProcess) Pid() int { return p.cmd.Process.Pid }
 
-func (p *commandProcess) Signal(sig os.Signal) error {
-	err := p.cmd.Process.Signal(sig)
-	if errors.Is(err, os.ErrProcessDone) {
-		return nil
-	}
-	return err
-}
+func (p *commandProcess) Signal(sig os.Signal) error { return signalProcess(p.cmd.Process, sig) }
 
 // Wait reaps the process, and ends what served it: the output copiers (a
 // descendant that keeps the pipes open gets a second), the notify socket
@@ -288,17 +282,7 @@ func (p *commandProcess) Wait() Exit {
 	p.listen.Wait()
 	os.Remove(p.notify.LocalAddr().String())
 	p.ch.Close()
-	ex := Exit{Code: -1, Status: "exit status 0"}
-	if err != nil {
-		ex.Status = err.Error()
-	}
-	if ps := p.cmd.ProcessState; ps != nil {
-		ex.Code = ps.ExitCode()
-		if st, ok := ps.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-			ex.Signal = st.Signal()
-		}
-		ex.CPU = ps.UserTime() + ps.SystemTime()
-	}
+	ex := processExit(p.cmd.ProcessState, err)
 	if !p.ch.wasReady() {
 		ex.Crash = p.tail.String()
 	}

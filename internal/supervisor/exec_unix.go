@@ -138,12 +138,35 @@ type execProcess struct {
 
 func (p *execProcess) Pid() int { return p.cmd.Process.Pid }
 
-func (p *execProcess) Signal(sig os.Signal) error {
-	err := p.cmd.Process.Signal(sig)
+func (p *execProcess) Signal(sig os.Signal) error { return signalProcess(p.cmd.Process, sig) }
+
+// signalProcess sends sig to p; one already reaped is not an error.
+func signalProcess(p *os.Process, sig os.Signal) error {
+	err := p.Signal(sig)
 	if errors.Is(err, os.ErrProcessDone) {
 		return nil
 	}
 	return err
+}
+
+// processExit is how a reaped process ended, from its state and the error its
+// Wait returned.
+func processExit(ps *os.ProcessState, err error) Exit {
+	ex := Exit{Code: -1, Status: "exit status 0"}
+	switch {
+	case err != nil:
+		ex.Status = err.Error()
+	case ps != nil:
+		ex.Status = ps.String()
+	}
+	if ps != nil {
+		ex.Code = ps.ExitCode()
+		if st, ok := ps.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			ex.Signal = st.Signal()
+		}
+		ex.CPU = ps.UserTime() + ps.SystemTime()
+	}
+	return ex
 }
 
 func (p *execProcess) Wait() Exit {
@@ -152,18 +175,9 @@ func (p *execProcess) Wait() Exit {
 	// The crash output ends with the process; a descendant that kept the
 	// pipe (it is close-on-exec in the worker) cannot hold this up.
 	p.crashR.SetReadDeadline(time.Now().Add(time.Second))
-	ex := Exit{Code: -1, Status: "exit status 0", Crash: <-p.crash}
+	ex := processExit(p.cmd.ProcessState, err)
+	ex.Crash = <-p.crash
 	p.crashR.Close()
-	if err != nil {
-		ex.Status = err.Error()
-	}
-	if ps := p.cmd.ProcessState; ps != nil {
-		ex.Code = ps.ExitCode()
-		if st, ok := ps.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-			ex.Signal = st.Signal()
-		}
-		ex.CPU = ps.UserTime() + ps.SystemTime()
-	}
 	return ex
 }
 

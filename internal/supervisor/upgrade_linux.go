@@ -94,24 +94,7 @@ type upgrade struct {
 // Upgrade re-executes the parent in place. It returns only when the upgrade
 // was refused or failed before the exec (a preflight that fails, a stop);
 // when it succeeds this process is the new parent, and the caller is gone.
-func (s *Supervisor) Upgrade(ctx context.Context) error {
-	done := make(chan error, 1)
-	select {
-	case s.calls <- func() { s.requestUpgrade(done) }:
-	case <-s.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-s.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (s *Supervisor) Upgrade(ctx context.Context) error { return s.await(ctx, s.requestUpgrade) }
 
 // requestUpgrade starts an upgrade, or queues it behind a reload, a
 // recycle or the start.
@@ -321,11 +304,14 @@ func execInPlace(path string, argv, env []string) error {
 }
 
 // crashFD is a duplicate of the worker's crash pipe, for the next parent.
-func (p *execProcess) crashFD() int {
-	if p.crashR == nil {
+func (p *execProcess) crashFD() int { return dupFile(p.crashR) }
+
+// dupFile is a close-on-exec duplicate of f's descriptor, or -1.
+func dupFile(f *os.File) int {
+	if f == nil {
 		return -1
 	}
-	rc, err := p.crashR.SyscallConn()
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return -1
 	}

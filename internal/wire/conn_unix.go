@@ -182,6 +182,32 @@ func (c *Conn) SendLimit() int { return int(c.sendLimit.Load()) }
 // that fails on it fails the Conn's receive side for good.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
 
+// stopWriter makes every later send fail with reason, lets the writer
+// write what is queued (for at most closeFlushTimeout: the deadline also
+// fails a write already blocked, which is what we want), waits for it to
+// exit, and returns why it gave up, if it did.
+func (c *Conn) stopWriter(reason error) error {
+	c.uc.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	c.mu.Lock()
+	c.closing = true
+	if c.err == nil {
+		c.err = reason // what is queued still goes out
+	}
+	if c.space != nil {
+		close(c.space)
+		c.space = nil
+	}
+	c.mu.Unlock()
+	c.signal()
+	<-c.done
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	closeFDs(c.fds)
+	c.buf, c.marks, c.fds = nil, nil, nil
+	return c.flushErr
+}
+
 // Close flushes what is queued, giving up after one second if the peer does
 // not read (then the error wraps os.ErrDeadlineExceeded), stops the writer
 // goroutine and waits for it, and closes the socket. Descriptors queued or received but not handed out are closed. A
@@ -191,27 +217,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		// The deadline bounds the flush; it also fails a write that is
-		// already blocked, which is what we want.
-		c.uc.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
-		c.mu.Lock()
-		c.closing = true
-		if c.err == nil {
-			c.err = ErrClosed // what is queued still goes out
-		}
-		if c.space != nil {
-			close(c.space)
-			c.space = nil
-		}
-		c.mu.Unlock()
-		c.signal()
-		<-c.done
-
-		c.mu.Lock()
-		closeFDs(c.fds)
-		c.buf, c.marks, c.fds = nil, nil, nil
-		flushErr := c.flushErr
-		c.mu.Unlock()
+		flushErr := c.stopWriter(ErrClosed)
 
 		// Closing the socket wakes a blocked Recv; then rmu is ours.
 		err := c.uc.Close()

@@ -29,24 +29,7 @@ func (c *Conn) Detach() (Detached, error) {
 	}
 	c.rmu.Unlock()
 
-	c.uc.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
-	c.mu.Lock()
-	c.closing = true
-	if c.err == nil {
-		c.err = ErrDetached
-	}
-	if c.space != nil {
-		close(c.space)
-		c.space = nil
-	}
-	c.mu.Unlock()
-	c.signal()
-	<-c.done
-	c.mu.Lock()
-	flushErr := c.flushErr
-	closeFDs(c.fds)
-	c.buf, c.marks, c.fds = nil, nil, nil
-	c.mu.Unlock()
+	flushErr := c.stopWriter(ErrDetached)
 
 	var derr error
 	cerr := c.rc.Control(func(fd uintptr) {
