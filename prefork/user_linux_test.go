@@ -131,6 +131,11 @@ func sharedExecutable(t *testing.T, open bool) string {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	// No fork while the file is open for writing: a child of another
+	// test would hold the descriptor until its exec, and executing the
+	// file meanwhile fails with ETXTBSY (golang/go#22315).
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
 	dst, err := os.OpenFile(exe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		t.Fatal(err)
