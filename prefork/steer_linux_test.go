@@ -163,25 +163,34 @@ func awaitLogged(t *testing.T, ip *inProcess, text string) {
 // worker is killed at its stop timeout, and the program hands its queue to
 // the other worker; without it, the kernel resets that queue.
 func TestSteerScaleDownStalled(t *testing.T) {
-	t.Parallel()
+	// Not parallel, and its two modes one after the other: beside the
+	// other tests' load, steering lost 1-23 of 200 requests in some full
+	// runs (the connections closed unanswered; at this session's start
+	// commit too), never when it ran alone. Why is not found yet.
 	if v, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); err != nil || strings.TrimSpace(string(v)) != "0" {
 		t.Skip("needs net.ipv4.tcp_migrate_req=0 (the kernel's default) on this host")
 	}
-	steeringModes(t, func(t *testing.T, steering prefork.Steering) {
-		ip := startSteered(t, inProcessSpec{steering: steering, stopTimeout: time.Second})
-		pid := pidOf(t, ip, 2)
-		syscall.Kill(pid, syscall.SIGSTOP)
-		defer syscall.Kill(pid, syscall.SIGCONT)
-		const n = 200
-		lost, queued := scaleDownUnder(t, ip, pid, n)
-		t.Logf("steering %v: %d of %d requests lost, %d of them queued on the stopped worker", steering, lost, n, queued)
-		if queued < 20 {
-			t.Fatalf("only %d connections queued on the stopped worker: the test proves nothing", queued)
-		}
-		if steering != prefork.SteerOff && lost > 0 {
-			t.Errorf("%d requests lost with steering, want none", lost)
-		}
-	})
+	for _, steering := range []prefork.Steering{prefork.SteerRequired, prefork.SteerOff} {
+		t.Run("steering "+steering.String(), func(t *testing.T) { scaleDownStalled(t, steering) })
+	}
+}
+
+// scaleDownStalled stops worker 2, queues connections on it and scales
+// down to one worker.
+func scaleDownStalled(t *testing.T, steering prefork.Steering) {
+	ip := startSteered(t, inProcessSpec{steering: steering, stopTimeout: time.Second})
+	pid := pidOf(t, ip, 2)
+	syscall.Kill(pid, syscall.SIGSTOP)
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	const n = 200
+	lost, queued := scaleDownUnder(t, ip, pid, n)
+	t.Logf("steering %v: %d of %d requests lost, %d of them queued on the stopped worker", steering, lost, n, queued)
+	if queued < 20 {
+		t.Fatalf("only %d connections queued on the stopped worker: the test proves nothing", queued)
+	}
+	if steering != prefork.SteerOff && lost > 0 {
+		t.Errorf("%d requests lost with steering, want none", lost)
+	}
 }
 
 // scaleDownUnder opens n connections with a request each, all at once,
